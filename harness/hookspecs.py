@@ -1,0 +1,30 @@
+"""Plugin hook specifications (pluggy project name ``harness``).
+
+A plugin is a module listed under the entry-point group ``harness`` in its distribution's metadata.
+It implements any of these hooks with ``@harness.hookimpl``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("harness")
+hookimpl = pluggy.HookimplMarker("harness")
+
+
+@hookspec
+def harness_register_methods(registry) -> None:
+    """Add method classes: ``registry.add(MethodClass)``."""
+
+
+@hookspec
+def harness_register_protocols(registry) -> None:
+    """Add protocols: ``registry.add_file(path_to_yaml)`` or ``registry.add(protocol)``."""
+
+
+@hookspec
+def harness_run_event(event: str, payload: dict) -> None:
+    """Observe a run: ``event`` is one of ``start``, ``eval``, ``checkpoint``, ``finish``, ``fail``.
+
+    For logger integrations (wandb, mlflow, ...). Must not modify ``payload``.
+    """

@@ -1,0 +1,275 @@
+"""Partition protocols: the data, split lists, crop, budget, model and evaluation of a benchmark cell.
+
+Protocols are data (``benchmarks/protocols/*.yaml``). A file holds ``defaults`` shared by its
+``protocols`` list; each entry overrides what differs (id, split lists). Everything is validated on
+load; an unknown key or a bad value names the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from .errors import ConfigError
+
+_STRICT = pydantic.ConfigDict(extra="forbid")
+
+
+class SplitFile(pydantic.BaseModel):
+    """A split list, relative to the split root, with the SHA-256 of its raw bytes."""
+
+    model_config = _STRICT
+    path: str
+    sha256: str = pydantic.Field(pattern=r"^[0-9a-f]{64}$")
+    count: int = pydantic.Field(gt=0, description="number of entries (non-empty lines)")
+
+
+class Splits(pydantic.BaseModel):
+    model_config = _STRICT
+    labeled: SplitFile
+    unlabeled: SplitFile | None = None  # None: fully supervised protocol
+    val: SplitFile
+
+
+class Budget(pydantic.BaseModel):
+    """Training budget. Exactly one of ``epochs`` (passes over the unlabeled list) or ``iterations``."""
+
+    model_config = _STRICT
+    epochs: int | None = pydantic.Field(default=None, gt=0)
+    iterations: int | None = pydantic.Field(default=None, gt=0)
+    batch_labeled: int = pydantic.Field(gt=0)
+    batch_unlabeled: int = pydantic.Field(gt=0)
+    lr: float = pydantic.Field(gt=0)
+    head_lr_mult: float = pydantic.Field(gt=0)
+    weight_decay: float = pydantic.Field(ge=0)
+    momentum: float = pydantic.Field(default=0.9, ge=0, lt=1)
+    poly_power: float = pydantic.Field(default=0.9, ge=0)
+    eval_every: int | None = pydantic.Field(
+        default=None, gt=0, description="iterations between evaluations (default: once per epoch-equivalent, ≤ 20 evals)")
+    num_evals: int = pydantic.Field(default=10, gt=0, description="evaluations per run when eval_every is unset")
+
+    @pydantic.model_validator(mode="after")
+    def _one_budget(self):
+        if (self.epochs is None) == (self.iterations is None):
+            raise ValueError("give exactly one of 'epochs' or 'iterations'")
+        return self
+
+
+class ModelSpec(pydantic.BaseModel):
+    model_config = _STRICT
+    backbone: Literal["resnet50", "resnet101", "small"]
+    output_stride: Literal[8, 16] = 16
+    deep_stem: bool = True
+    pretrained: bool = True
+    width: int = pydantic.Field(default=32, gt=0, description="base channel width of the 'small' backbone")
+    decoder_channels: int = pydantic.Field(default=256, gt=0)
+
+
+class EvalSpec(pydantic.BaseModel):
+    model_config = _STRICT
+    mode: Literal["whole", "slide", "slide_truncated", "center_crop"]
+    window: int | None = pydantic.Field(default=None, gt=0)
+    stride: int | None = pydantic.Field(default=None, gt=0)
+    crop: int | None = pydantic.Field(default=None, gt=0)
+    batch_windows: int = pydantic.Field(default=8, gt=0, description="windows per forward in slide mode")
+
+    @pydantic.model_validator(mode="after")
+    def _needs(self):
+        if self.mode.startswith("slide") and (self.window is None or self.stride is None):
+            raise ValueError(f"eval mode '{self.mode}' needs 'window' and 'stride'")
+        if self.mode == "center_crop" and self.crop is None:
+            raise ValueError("eval mode 'center_crop' needs 'crop'")
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.mode == "whole":
+            return "whole"
+        if self.mode == "center_crop":
+            return f"center_crop_{self.crop}"
+        return f"{self.mode.replace('slide', 'slide' + str(self.window))}"
+
+
+class SupervisedLoss(pydantic.BaseModel):
+    model_config = _STRICT
+    type: Literal["ce", "ohem"] = "ce"
+    thresh: float = 0.7
+    min_kept: int = 200_000
+    group: int = pydantic.Field(default=2, gt=0, description="OHEM is computed per group of this many crops")
+
+
+class Protocol(pydantic.BaseModel):
+    model_config = _STRICT
+    id: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.@-]*$")
+    description: str = ""
+    dataset: Literal["voc", "cityscapes", "synthetic"]
+    family: str
+    splits: Splits
+    num_classes: int = pydantic.Field(gt=1)
+    class_names: list[str]
+    crop_size: int = pydantic.Field(gt=0)
+    eval: EvalSpec
+    budget: Budget
+    supervised_loss: SupervisedLoss = SupervisedLoss()
+    model: ModelSpec
+    method_settings: dict[str, dict[str, Any]] = pydantic.Field(
+        default_factory=dict, description="per-method settings fixed by the benchmark, e.g. {'unimatch': {'tau': 0.95}}")
+    source: str = pydantic.Field(default="", description="file the protocol was loaded from")
+
+    @pydantic.model_validator(mode="after")
+    def _check(self):
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names, num_classes is {self.num_classes}")
+        return self
+
+    @property
+    def labeled_count(self) -> int:
+        return self.splits.labeled.count
+
+    @property
+    def unlabeled_count(self) -> int:
+        return self.splits.unlabeled.count if self.splits.unlabeled else 0
+
+    @property
+    def iters_per_epoch(self) -> int:
+        """One epoch = one pass over the unlabeled list (labeled list if fully supervised), last batch dropped."""
+        if self.splits.unlabeled is not None:
+            return max(1, self.unlabeled_count // self.budget.batch_unlabeled)
+        return max(1, self.labeled_count // self.budget.batch_labeled)
+
+    @property
+    def total_iterations(self) -> int:
+        if self.budget.iterations is not None:
+            return self.budget.iterations
+        return self.budget.epochs * self.iters_per_epoch
+
+    @property
+    def eval_every(self) -> int:
+        if self.budget.eval_every is not None:
+            return self.budget.eval_every
+        return max(1, math.ceil(self.total_iterations / self.budget.num_evals))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Protocol":
+        """A copy with dotted overrides of protocol sections applied, e.g. {'budget.iterations': 50}."""
+        data = self.model_dump()
+        for key, value in overrides.items():
+            parts = key.split(".")
+            node = data
+            for p in parts[:-1]:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"unknown protocol setting '{key}': '{p}' is not a section of protocol {self.id}")
+                node = node[p]
+            if parts[-1] not in node:
+                raise ConfigError(
+                    f"unknown protocol setting '{key}' for protocol {self.id}; "
+                    f"valid keys in this section: {', '.join(sorted(node))}")
+            node[parts[-1]] = value
+        if "budget.iterations" in overrides and "budget.epochs" not in overrides:
+            data["budget"]["epochs"] = None
+        if "budget.epochs" in overrides and "budget.iterations" not in overrides:
+            data["budget"]["iterations"] = None
+        try:
+            return Protocol.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(f"invalid override for protocol {self.id}: {_format_validation(exc)}") from None
+
+
+# Sections of a protocol that ``--set`` may override; every other key belongs to the method config.
+OVERRIDABLE_SECTIONS = ("budget", "model", "eval", "supervised_loss")
+
+
+def _format_validation(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        parts.append(f"key '{loc}': {err['msg']}{got_s}")
+    return "; ".join(parts)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_protocol_file(path: str | Path) -> list[Protocol]:
+    """Parse one protocol file: ``{defaults: {...}, protocols: [{id: ..., ...}, ...]}``."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"protocol file {path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("protocols"), list):
+        raise ConfigError(f"protocol file {path}: expected a mapping with a 'protocols' list (and optional 'defaults')")
+    unknown = set(doc) - {"defaults", "protocols"}
+    if unknown:
+        raise ConfigError(f"protocol file {path}: unknown top-level key(s) {sorted(unknown)}; expected 'defaults', 'protocols'")
+    defaults = doc.get("defaults") or {}
+    out = []
+    for i, entry in enumerate(doc["protocols"]):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"protocol file {path}: entry {i} of 'protocols' is not a mapping")
+        data = _deep_merge(defaults, entry)
+        data["source"] = str(path)
+        try:
+            out.append(Protocol.model_validate(data))
+        except pydantic.ValidationError as exc:
+            name = entry.get("id", f"#{i}")
+            raise ConfigError(f"protocol file {path}, protocol '{name}': {_format_validation(exc)}") from None
+    return out
+
+
+def default_protocol_dirs() -> list[Path]:
+    """``benchmarks/protocols`` of this checkout, plus any folders in ``HARNESS_PROTOCOLS`` (os.pathsep-separated)."""
+    dirs = [Path(__file__).resolve().parent.parent / "benchmarks" / "protocols"]
+    extra = os.environ.get("HARNESS_PROTOCOLS")
+    if extra:
+        dirs += [Path(p) for p in extra.split(os.pathsep) if p]
+    return dirs
+
+
+class ProtocolRegistry:
+    def __init__(self) -> None:
+        self._protocols: dict[str, Protocol] = {}
+
+    def add(self, protocol: Protocol) -> None:
+        if protocol.id in self._protocols:
+            other = self._protocols[protocol.id].source
+            raise ConfigError(f"protocol id '{protocol.id}' is defined twice: in {other} and in {protocol.source}")
+        self._protocols[protocol.id] = protocol
+
+    def add_file(self, path: str | Path) -> None:
+        for p in load_protocol_file(path):
+            self.add(p)
+
+    def add_dir(self, directory: str | Path) -> None:
+        for path in sorted(Path(directory).glob("*.yaml")):
+            self.add_file(path)
+
+    def get(self, protocol_id: str) -> Protocol:
+        try:
+            return self._protocols[protocol_id]
+        except KeyError:
+            raise ConfigError(
+                f"unknown protocol '{protocol_id}'; available protocols: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._protocols)
+
+    def __iter__(self):
+        return iter(self._protocols[k] for k in self.names())
+
+    def __len__(self) -> int:
+        return len(self._protocols)
