@@ -1,0 +1,284 @@
+"""The training loop: optimizer, poly LR, AMP, evaluation cadence, checkpoints and resume.
+
+Determinism contract (CPU, fixed seed): the loader's batches are a function of (seed, step) only,
+every random draw of a method comes from torch's global RNG, and a checkpoint stores that RNG's
+state together with the step. A run stopped after any step and resumed therefore continues with the
+same batches and draws as an uninterrupted one, and ends with the same final metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import records
+from .errors import HarnessError, NonFiniteLossError
+from .method import Batch, Method, MethodContext
+
+
+class StopRequested(Exception):
+    """Training stopped early on request (``stop_after`` or a preemption signal); ``latest.pt`` holds the state."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped after step {step}; the run resumes from its checkpoint")
+        self.step = step
+
+
+@dataclass
+class TrainState:
+    step: int = 0                       # next step to run
+    history: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0                # training wall time of earlier sessions
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def poly_factor(step: int, total: int, power: float) -> float:
+    """Step k (0-based) uses lr·(1 − k/T)^power."""
+    return (1.0 - step / total) ** power
+
+
+def build_optimizer(model, method: Method, lr: float, head_lr_mult: float, momentum: float, weight_decay: float):
+    head = list(model.head_parameters()) + list(method.extra_modules.parameters())
+    groups = [{"params": list(model.backbone_parameters()), "lr": lr, "base_lr": lr, "name": "backbone"},
+              {"params": head, "lr": lr * head_lr_mult, "base_lr": lr * head_lr_mult, "name": "head"}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def to_batch(data: dict | None, device: torch.device, normalize, suffix: str = "") -> Batch | None:
+    if data is None:
+        return None
+    raw = data["raw" + suffix].to(device, non_blocking=True)
+    batch = Batch(raw=raw, image=normalize(raw), valid=data["valid" + suffix].to(device, non_blocking=True),
+                  label=data["label"].to(device, non_blocking=True) if "label" in data and not suffix else None,
+                  index=data.get("index"))
+    if not suffix and "raw2" in data:
+        batch.second = to_batch(data, device, normalize, suffix="2")
+    return batch
+
+
+def _mean_logs(sums: dict[str, torch.Tensor | float], count: int) -> dict[str, float]:
+    out = {}
+    for k, v in sums.items():
+        v = float(v.item() if isinstance(v, torch.Tensor) else v)
+        out[k] = v / max(count, 1)
+    return out
+
+
+@dataclass
+class Engine:
+    """Trains ``method`` on ``protocol`` and writes the run directory. Built by ``harness.runner``."""
+
+    run_dir: Path
+    protocol: Any
+    method_cls: type[Method]
+    method_config: Any
+    seed: int
+    data_root: Path
+    split_root: Path
+    device: torch.device
+    total_steps: int
+    workers: int = 0
+    stop_after: int | None = None
+    should_stop: Callable[[], bool] | None = None
+    progress: bool = True
+    channels_last: bool = False
+    emit: Callable[[str, dict], None] = lambda event, payload: None
+
+    def __post_init__(self) -> None:
+        from .data import build_train_loader, build_val_dataset, normalize
+        from .evaluate import evaluate
+        from .losses import build_supervised_loss
+        from .models import build_model
+
+        p = self.protocol
+        self._evaluate = evaluate
+        self._normalize = normalize
+        seed_everything(self.seed)
+        self.model = build_model(p.model, p.num_classes).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.context = MethodContext(
+            device=self.device, num_classes=p.num_classes, total_steps=self.total_steps,
+            iters_per_epoch=p.iters_per_epoch, crop_size=p.crop_size, dataset=p.dataset,
+            supervised_loss=build_supervised_loss(p.supervised_loss),
+            model_factory=lambda: build_model(p.model, p.num_classes).to(self.device),
+            autocast=self.autocast)
+        self.method = self.method_cls(self.model, self.method_config, self.context)
+        self.method.extra_modules.to(self.device)
+        b = p.budget
+        self.optimizer = build_optimizer(self.model, self.method, b.lr, b.head_lr_mult, b.momentum, b.weight_decay)
+        self.val_dataset = build_val_dataset(p, self.data_root, self.split_root)
+        self._build_train_loader = build_train_loader
+        self.eval_every = min(p.eval_every, self.total_steps)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / records.CHECKPOINT
+
+    def save_checkpoint(self, state: TrainState) -> None:
+        records.atomic_torch_save({
+            "step": state.step,
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(),
+            "history": state.history,
+            "elapsed": state.elapsed,
+        }, self.checkpoint_path)
+        self.emit("checkpoint", {"run_dir": str(self.run_dir), "step": state.step})
+
+    def load_checkpoint(self) -> TrainState:
+        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.method.load_state_dict(ckpt["method"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        return TrainState(step=ckpt["step"], history=ckpt["history"], elapsed=ckpt["elapsed"])
+
+    def run_evaluation(self, step: int, train_logs: dict[str, float]) -> dict:
+        p = self.protocol
+        t0 = time.perf_counter()
+        result = self._evaluate(self.method.eval_model(), self.val_dataset, p.eval, p.num_classes,
+                                self.device, autocast=self.autocast)
+        entry = {"step": step, "miou": result["miou"], "iou": [float(x) for x in result["iou"]],
+                 "train": train_logs, "method": self.method.eval_logs()}
+        for name, model in self.method.secondary_eval_models().items():
+            entry[f"{name}_miou"] = self._evaluate(model, self.val_dataset, p.eval, p.num_classes, self.device,
+                                                   autocast=self.autocast)["miou"]
+        entry["eval_seconds"] = time.perf_counter() - t0
+        return entry
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        T = self.total_steps
+        state = self.load_checkpoint() if self.checkpoint_path.exists() else TrainState()
+        if state.step >= T:
+            return state
+        b = self.protocol.budget
+        loader = self._build_train_loader(
+            self.protocol, self.data_root, self.split_root, seed=self.seed, start_step=state.step,
+            crops_unlabeled=self.method_cls.crops_needed(self.method_config), num_workers=self.workers,
+            include_unlabeled=self.method_cls.uses_unlabeled)
+        batches = iter(loader)
+        check_every = 1 if self.device.type == "cpu" else 25  # a finiteness check syncs the GPU
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        log_sums: dict[str, Any] = {}
+        log_count = 0
+        session_start, session_steps = time.perf_counter(), 0
+        throughput_t0 = session_start
+        bar = tqdm(total=T, initial=state.step, disable=not self.progress, dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"{self.method_cls.name}")
+        lr_now = b.lr
+        try:
+            for step in range(state.step, T):
+                factor = poly_factor(step, T, b.poly_power)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                lr_now = self.optimizer.param_groups[0]["lr"]
+                labeled, unlabeled = next(batches)
+                labeled = to_batch(labeled, self.device, self._normalize)
+                unlabeled = to_batch(unlabeled, self.device, self._normalize)
+                self.model.train()
+                with self.autocast():
+                    out = self.method.training_step(labeled, unlabeled, step)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                self.optimizer.step()
+                self.method.after_step(step)
+
+                loss = out.loss.detach()
+                bad |= ~torch.isfinite(loss)
+                for k, v in {"loss": loss, **out.logs}.items():
+                    v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+                    log_sums[k] = log_sums.get(k, 0.0) + v
+                log_count += 1
+                session_steps += 1
+                done = step + 1
+                if done % check_every == 0 or done % self.eval_every == 0 or done == T:
+                    if bool(bad):
+                        raise NonFiniteLossError(self._nonfinite_message(step, out, state))
+                if self.progress and done % 10 == 0:
+                    bar.set_postfix(loss=f"{float(log_sums['loss']) / log_count:.3f}", lr=f"{lr_now:.2e}", refresh=False)
+                bar.update(1)
+
+                if done % self.eval_every == 0 or done == T:
+                    train_logs = _mean_logs(log_sums, log_count)
+                    train_logs["lr"] = lr_now
+                    log_sums, log_count = {}, 0
+                    entry = self.run_evaluation(done, train_logs)
+                    state.history.append(entry)
+                    state.step = done
+                    state.elapsed += time.perf_counter() - session_start
+                    session_start = time.perf_counter()
+                    self.save_checkpoint(state)
+                    records.rewrite_metrics(self.run_dir / records.METRICS, state.history)
+                    records.write_status(self.run_dir, "running", step=done, total_steps=T, last_miou=entry["miou"],
+                                         it_per_s=session_steps / max(time.perf_counter() - throughput_t0, 1e-9))
+                    self.emit("eval", {"run_dir": str(self.run_dir), **entry})
+                    bar.write(f"[{self.method_cls.name}] step {done}/{T}  mIoU {entry['miou']:.2f}")
+                    if done == T:
+                        break
+                stop = (self.stop_after is not None and session_steps >= self.stop_after) or (
+                    self.should_stop is not None and self.should_stop())
+                if stop:
+                    state.step = done
+                    state.elapsed += time.perf_counter() - session_start
+                    self.save_checkpoint(state)
+                    records.write_status(self.run_dir, "stopped", step=done, total_steps=T)
+                    raise StopRequested(done)
+        finally:
+            bar.close()
+        state.step = T
+        return state
+
+    def _nonfinite_message(self, step: int, out, state: TrainState) -> str:
+        bad_terms = [k for k, v in out.logs.items()
+                     if isinstance(v, (torch.Tensor, float)) and not math.isfinite(float(v))]
+        where = f" (non-finite terms at step {step}: {', '.join(bad_terms)})" if bad_terms else ""
+        kept = (f"the last good checkpoint (step {state.step}) is kept in {self.checkpoint_path}"
+                if self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        return (f"training produced a non-finite loss by step {step + 1} of {self.total_steps}{where}; the run "
+                f"stopped and {kept}. Lower the learning rate or check the method's settings, then rerun the "
+                f"same command to resume from the checkpoint.")
+
+
+def describe_exception(exc: BaseException) -> str:
+    if isinstance(exc, HarnessError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,131 @@
+"""Run-directory files: atomic JSON writes, the metrics log, the status file, environment facts.
+
+A run directory holds ``config.json`` (everything resolved), ``metrics.jsonl`` (one line per
+evaluation), ``status.json`` (state, step, last error; rewritten as the run goes), ``latest.pt`` and,
+once finished, ``record.json``. Every JSON file is written to a temporary file and renamed, so a
+reader never sees a half-written file and a crash never destroys the previous version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+STATUS = "status.json"
+RECORD = "record.json"
+CHECKPOINT = "latest.pt"
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(obj: Any):
+    """NaN/Inf are not JSON; store them as null (per-class IoU of an absent class is NaN)."""
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(_clean(obj), default=_json_default, indent=1, sort_keys=False)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, dumps(obj) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rewrite_metrics(path: Path, entries: list[dict]) -> None:
+    """The metrics log is rewritten whole (atomically) from the checkpointed history, so a resumed run
+    never keeps lines of evaluations that happened after its checkpoint."""
+    atomic_write_text(path, "".join(json.dumps(_clean(e), default=_json_default) + "\n" for e in entries))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_status(run_dir: Path, state: str, **fields: Any) -> None:
+    write_json(Path(run_dir) / STATUS, {"state": state, "updated": time.time(), "host": platform.node(), **fields})
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("ssseg-harness", "torch", "torchvision", "numpy", "pillow", "pydantic", "pluggy", "submitit"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    out["cuda"] = torch.version.cuda or "none"
+    return out
+
+
+def git_revision(path: Path | None = None) -> str:
+    """Commit of the checkout the harness runs from, with '+dirty' when it has uncommitted changes."""
+    where = Path(path or Path(__file__).resolve().parent.parent)
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,284 @@
+"""One run, end to end: resolve the spec, prepare the run directory, train (or resume), write the record.
+
+``execute(spec)`` is what the CLI, the local executor and every SLURM task call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pydantic
+import torch
+import yaml
+
+from . import records
+from .errors import ConfigError, HarnessError
+from .method import MethodConfig
+from .plugins import MethodInfo, get_plugin_manager
+from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
+
+RUN_OPTIONS = ("channels_last",)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a user asks for. ``overrides`` are ``--set`` values: keys under ``budget.``, ``model.``,
+    ``eval.``, ``supervised_loss.`` change the protocol (and the settings hash); ``run.channels_last``
+    is an execution option; every other key is a method-config key (dotted for nested sections)."""
+
+    method: str
+    protocol: str
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    out: str = "runs"
+    data_root: str | None = None
+    splits_dir: str | None = None
+    device: str = "auto"
+    workers: int | None = None
+    force: bool = False
+    stop_after: int | None = None
+    progress: bool = True
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``['tau=0.9', 'cmim.enabled=false']`` → ``{'tau': 0.9, 'cmim.enabled': False}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set expects key=value, got '{item}' (empty key)")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def settings_hash(overrides: dict[str, Any]) -> str:
+    """Folder name of a settings variant: ``default`` or a short hash of the canonical overrides."""
+    if not overrides:
+        return "default"
+    canon = json.dumps(overrides, sort_keys=True, default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:10]
+
+
+def run_dir(spec: RunSpec) -> Path:
+    return Path(spec.out) / spec.protocol / spec.method / settings_hash(spec.overrides) / f"seed{spec.seed}"
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set key '{key}' conflicts with another --set of '{p}'")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any]) -> MethodConfig:
+    """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors."""
+    fixed = protocol.method_settings.get(info.name, {})
+    try:
+        base = info.cls.Config.model_validate(fixed)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"protocol {protocol.id} ({protocol.source}): method_settings for '{info.name}' are "
+                          f"invalid: {_format_validation(exc)}") from None
+    data = _merge(base.model_dump(), _nest(method_overrides))
+    try:
+        return info.cls.Config.model_validate(data)
+    except pydantic.ValidationError as exc:
+        fields = ", ".join(sorted(info.cls.Config.model_fields)) or "(none)"
+        raise ConfigError(f"invalid --set for method '{info.name}': {_format_validation(exc)}. Keys of this "
+                          f"method: {fields}; protocol sections: {', '.join(s + '.*' for s in OVERRIDABLE_SECTIONS)}"
+                          ) from None
+
+
+@dataclass
+class ResolvedRun:
+    spec: RunSpec
+    method: MethodInfo
+    protocol: Protocol
+    config: MethodConfig
+    total_steps: int
+    options: dict[str, Any]
+
+
+def resolve(spec: RunSpec) -> ResolvedRun:
+    pm = get_plugin_manager()
+    info = pm.methods.get(spec.method)
+    protocol = pm.protocols.get(spec.protocol)
+    proto_over = {k: v for k, v in spec.overrides.items() if k.split(".")[0] in OVERRIDABLE_SECTIONS}
+    options = {k.split(".", 1)[1]: v for k, v in spec.overrides.items() if k.startswith("run.")}
+    for key in options:
+        if key not in RUN_OPTIONS:
+            raise ConfigError(f"unknown run option 'run.{key}'; valid: {', '.join('run.' + o for o in RUN_OPTIONS)}")
+    method_over = {k: v for k, v in spec.overrides.items() if k not in proto_over and not k.startswith("run.")}
+    if proto_over:
+        protocol = protocol.with_overrides(proto_over)
+    config = build_method_config(info, protocol, method_over)
+    if info.cls.uses_unlabeled and protocol.splits.unlabeled is None:
+        raise ConfigError(f"method '{info.name}' trains on unlabeled images, but protocol '{protocol.id}' has no "
+                          f"unlabeled split (it is fully supervised); use a protocol with an unlabeled split or "
+                          f"the 'supervised' method")
+    total = info.cls.total_steps(protocol, config) if hasattr(info.cls, "total_steps") else protocol.total_iterations
+    return ResolvedRun(spec, info, protocol, config, total, options)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was requested but CUDA is not available on this machine")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"--device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '{name}'")
+    return torch.device(name)
+
+
+def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, split_root: Path,
+                     pretrained_source: str) -> dict[str, Any]:
+    p = r.protocol
+    return {
+        "method": {"name": r.method.name, "distribution": r.method.distribution, "version": r.method.version,
+                   "config": r.config.model_dump(mode="json")},
+        "protocol": p.model_dump(mode="json"),
+        "seed": r.spec.seed,
+        "overrides": r.spec.overrides,
+        "settings_hash": settings_hash(r.spec.overrides),
+        "total_steps": r.total_steps,
+        "iters_per_epoch": p.iters_per_epoch,
+        "world_size": 1,
+        "global_batch": {"labeled": p.budget.batch_labeled,
+                         "unlabeled": p.budget.batch_unlabeled if r.method.cls.uses_unlabeled else 0},
+        "lr_scaled": False,
+        "split_checksums": {s.path: s.sha256 for s in (p.splits.labeled, p.splits.unlabeled, p.splits.val) if s},
+        "data_root": str(data_root),
+        "split_root": str(split_root),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "pretrained_source": pretrained_source,
+        "options": r.options,
+        "versions": records.package_versions(),
+        "git_revision": records.git_revision(),
+    }
+
+
+def _comparable(doc: dict) -> dict:
+    """The part of config.json that must match for a run directory to be resumed."""
+    return {k: doc[k] for k in ("method", "protocol", "seed", "overrides", "total_steps")}
+
+
+def default_workers(device: torch.device) -> int:
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train (or resume) one run and return its record. A finished run is returned as is unless ``force``."""
+    from .data import resolve_data_root, resolve_split_root, verify_protocol_splits
+    from .engine import Engine
+
+    r = resolve(spec)
+    out_dir = run_dir(spec)
+    record_path = out_dir / records.RECORD
+    if record_path.exists() and not spec.force:
+        raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
+                           f"again from scratch (its files are replaced)")
+    if spec.force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    device = resolve_device(spec.device)
+    data_root = resolve_data_root(r.protocol, spec.data_root)
+    split_root = resolve_split_root(r.protocol, spec.splits_dir, data_root)
+    verify_protocol_splits(r.protocol, split_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pm = get_plugin_manager()
+    engine = Engine(run_dir=out_dir, protocol=r.protocol, method_cls=r.method.cls, method_config=r.config,
+                    seed=spec.seed, data_root=data_root, split_root=split_root, device=device,
+                    total_steps=r.total_steps,
+                    workers=default_workers(device) if spec.workers is None else spec.workers,
+                    stop_after=spec.stop_after, should_stop=should_stop, progress=spec.progress,
+                    channels_last=bool(r.options.get("channels_last", False)), emit=pm.emit)
+    doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"))
+    config_path = out_dir / records.CONFIG
+    if (out_dir / records.CHECKPOINT).exists() and config_path.exists():
+        old = records.read_json(config_path)
+        if json.dumps(_comparable(old), sort_keys=True) != json.dumps(_comparable(json.loads(records.dumps(doc))),
+                                                                      sort_keys=True):
+            raise HarnessError(f"run directory {out_dir} holds a checkpoint of a different configuration "
+                               f"(compare {config_path} with this run); pass --force to start it again")
+        doc["resumed_from_step"] = torch.load(out_dir / records.CHECKPOINT, map_location="cpu",
+                                              weights_only=False)["step"]
+    records.write_json(config_path, doc)
+    records.write_status(out_dir, "running", step=0, total_steps=r.total_steps)
+    pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol, "seed": spec.seed})
+    try:
+        state = engine.fit()
+    except Exception as exc:
+        from .engine import StopRequested
+        if isinstance(exc, StopRequested):
+            raise
+        tb = traceback.format_exc()
+        records.write_status(out_dir, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb[-4000:],
+                             total_steps=r.total_steps)
+        pm.emit("fail", {"run_dir": str(out_dir), "error": str(exc)})
+        raise
+    record = build_record(r, state, out_dir, device, doc)
+    records.write_json(record_path, record)
+    records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
+                         last_miou=record["final"]["miou"])
+    pm.emit("finish", {"run_dir": str(out_dir), **record})
+    return record
+
+
+def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc: dict) -> dict[str, Any]:
+    final = state.history[-1]
+    best = max(state.history, key=lambda e: e["miou"])
+    secondary = {k: v for k, v in final.items() if k.endswith("_miou")}
+    hours = state.elapsed / 3600.0
+    return {
+        "status": "finished",
+        "method": r.method.name,
+        "protocol": r.protocol.id,
+        "dataset": r.protocol.dataset,
+        "family": r.protocol.family,
+        "labeled": r.protocol.labeled_count,
+        "seed": r.spec.seed,
+        "settings_hash": settings_hash(r.spec.overrides),
+        "overrides": r.spec.overrides,
+        "eval_mode": r.protocol.eval.name,
+        "backbone": r.protocol.model.backbone,
+        "crop_size": r.protocol.crop_size,
+        "total_steps": r.total_steps,
+        "final": {"miou": final["miou"], "step": final["step"],
+                  "iou": dict(zip(r.protocol.class_names, final["iou"])), **secondary},
+        "best_on_val": {"miou": best["miou"], "step": best["step"],
+                        "note": "selected on the evaluation set; optimistic"},
+        "num_evals": len(state.history),
+        "wall_time_s": state.elapsed,
+        "device": str(device),
+        "device_hours": hours * (1 if device.type == "cuda" else 0),
+        "pretrained_source": doc["pretrained_source"],
+        "git_revision": doc["git_revision"],
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_dir": str(out_dir),
+    }
