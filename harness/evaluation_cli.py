@@ -1,0 +1,62 @@
+"""``harness eval``: rebuild a run's method from its run directory and evaluate its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import records
+from .errors import HarnessError
+from .method import MethodContext
+from .plugins import get_plugin_manager
+from .protocols import Protocol
+
+
+def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: str | None = None,
+                        splits_dir: str | None = None, device: str = "auto") -> dict:
+    from .data.roots import prepare_data
+    from .evaluate import evaluate
+    from .losses import build_supervised_loss
+    from .models import build_model
+    from .runner import resolve_device
+
+    ckpt_path = Path(path)
+    if ckpt_path.is_dir():
+        ckpt_path = ckpt_path / records.CHECKPOINT
+    config_path = ckpt_path.parent / records.CONFIG
+    if not ckpt_path.exists() or not config_path.exists():
+        raise HarnessError(f"{path}: expected a run directory (or its {records.CHECKPOINT}) containing "
+                           f"{records.CHECKPOINT} and {records.CONFIG}; missing: "
+                           f"{', '.join(str(p) for p in (ckpt_path, config_path) if not p.exists())}")
+    doc = records.read_json(config_path)
+    pm = get_plugin_manager()
+    info = pm.methods.get(doc["method"]["name"])
+    trained_on = Protocol.model_validate(doc["protocol"])
+    protocol = pm.protocols.get(protocol_id) if protocol_id else trained_on
+    if protocol.num_classes != trained_on.num_classes:
+        raise HarnessError(f"protocol {protocol.id} has {protocol.num_classes} classes but the checkpoint was "
+                           f"trained on {trained_on.id} with {trained_on.num_classes}")
+    dev = resolve_device(device)
+    data_root_path, split_root = prepare_data(protocol, data_root or (doc["data_root"] if not protocol_id else None),
+                                              splits_dir)
+    from .data import build_val_dataset
+
+    model = build_model(trained_on.model.model_copy(update={"pretrained": False}), trained_on.num_classes).to(dev)
+    context = MethodContext(device=dev, num_classes=trained_on.num_classes, total_steps=doc["total_steps"],
+                            iters_per_epoch=doc["iters_per_epoch"], crop_size=trained_on.crop_size,
+                            dataset=trained_on.dataset,
+                            supervised_loss=build_supervised_loss(trained_on.supervised_loss),
+                            model_factory=lambda: None, autocast=lambda: torch.autocast(dev.type, enabled=False))
+    method = info.cls(model, info.cls.Config.model_validate(doc["method"]["config"]), context)
+    method.extra_modules.to(dev)
+    state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    model.load_state_dict(state["model"])
+    method.load_state_dict(state["method"])
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else None
+    result = evaluate(method.eval_model(), build_val_dataset(protocol, data_root_path, split_root), protocol.eval,
+                      protocol.num_classes, dev, autocast=autocast)
+    result["class_names"] = protocol.class_names
+    result["summary"] = (f"{info.name} checkpoint at step {state['step']}/{doc['total_steps']} on {protocol.id} "
+                         f"({protocol.eval.name}): mIoU {result['miou']:.2f}")
+    return result
