@@ -1,0 +1,645 @@
+"""Batched photometric augmentations that methods build strong views from.
+
+All ops work on B×3×H×W RGB tensors holding 8-bit values: ``uint8`` or a floating tensor with values in
+[0, 255] (treated as 8-bit: rounded and clipped on entry). Every op returns the dtype it was given and keeps
+8-bit semantics (each op's result is an integer image, as with PIL), so ops can be chained exactly like the
+PIL pipelines of the official implementations.
+
+Per-sample magnitudes are tensors of shape (B,) (or Python scalars, broadcast to the batch). The samplers
+(``sample_imas_params``, ``sample_unimatch_params``, the CutMix box samplers) draw every random number
+from ``generator`` when one is given, else from torch's global **CPU** RNG, always on the generator's /
+the CPU device, and move the few per-sample values to the data's device. Draws never depend on the data
+device, so a seed reproduces the same augmentation on CPU and GPU, and the engine's RNG checkpointing (which
+saves the global RNG state) makes runs reproducible.
+
+Definitions follow ``specs/imas.md`` §4 (iMAS ops) and ``specs/s4mim.md`` §2.2 (UniMatch strong view and
+CutMix box). Where PIL is the reference implementation, the PIL integer semantics are reproduced: ITU-R
+601-2 luma with PIL's fixed-point rounding, ``Image.blend`` truncation for the enhance ops, PIL equalize,
+PIL's 8-bit HSV conversion (computed here with exact integer arithmetic). Gaussian blur uses a true
+Gaussian kernel (σ = PIL "radius") with replicated borders; results may differ from PIL's box
+approximation by a few levels, which the spec allows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "IMAS_MODIFIER",
+    "IMAS_OP_NAMES",
+    "IMAS_OPS",
+    "IntensityOp",
+    "ImasParams",
+    "UniMatchParams",
+    "Box",
+    "identity",
+    "autocontrast",
+    "equalize",
+    "invert",
+    "gaussian_blur",
+    "contrast",
+    "brightness",
+    "color",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "hue",
+    "grayscale",
+    "luma",
+    "rgb_to_hsv8",
+    "hsv8_to_rgb",
+    "imas_magnitude",
+    "sample_imas_params",
+    "apply_imas_params",
+    "imas_strong",
+    "sample_unimatch_params",
+    "apply_unimatch_params",
+    "unimatch_strong",
+    "box_from_draws",
+    "unimatch_cutmix_box",
+    "unimatch_cutmix_boxes",
+    "blend",
+    "blend_bernoulli",
+    "normalize",
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# RNG helpers: all draws on the generator's device (CPU global RNG when no generator is given).
+
+
+def _rng_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _rand(shape: Sequence[int] | int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
+    if isinstance(shape, int):
+        shape = (shape,)
+    return torch.rand(tuple(shape), generator=generator, device=_rng_device(generator), dtype=dtype)
+
+
+def _randint(low: int, high: int, shape: Sequence[int] | int, generator: torch.Generator | None = None) -> Tensor:
+    """Uniform integers in [low, high) (``high`` exclusive)."""
+    if isinstance(shape, int):
+        shape = (shape,)
+    return torch.randint(low, high, tuple(shape), generator=generator, device=_rng_device(generator))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8-bit helpers
+
+
+def _f(x: Tensor) -> Tensor:
+    """A float32 copy of an 8-bit image tensor (uint8, or float 0–255 rounded and clipped)."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32)
+    if not x.is_floating_point():
+        return x.to(torch.float32).clamp(0, 255)
+    return x.to(torch.float32).round().clamp(0, 255)
+
+
+def _finish(y: Tensor, like: Tensor) -> Tensor:
+    """Clip to [0, 255] and return in the dtype of ``like`` (values of ``y`` are already integral)."""
+    y = y.clamp(0, 255)
+    if like.dtype == torch.uint8:
+        return y.to(torch.uint8)
+    return y.to(like.dtype)
+
+
+def _per_sample(value, batch: int, device, dtype=torch.float32) -> Tensor:
+    """A (B,) tensor of a per-sample magnitude (a scalar is broadcast)."""
+    t = torch.as_tensor(value, dtype=dtype, device=device)
+    if t.dim() == 0:
+        t = t.expand(batch)
+    t = t.reshape(-1)
+    if t.numel() != batch:
+        raise ValueError(f"expected {batch} per-sample values, got {t.numel()}")
+    return t
+
+
+def _enhance_blend(degenerate: Tensor, x: Tensor, factor: Tensor) -> Tensor:
+    """PIL ``Image.blend(degenerate, x, factor)``: degenerate + f·(x − degenerate), clipped, truncated."""
+    f = factor.to(torch.float32).view(-1, 1, 1, 1)
+    return torch.floor((degenerate + f * (x - degenerate)).clamp(0, 255))
+
+
+def luma(x: Tensor) -> Tensor:
+    """ITU-R 601-2 luma as PIL's ``convert("L")`` computes it (fixed point, rounded): B×H×W, float."""
+    xi = _f(x).to(torch.int64)
+    r, g, b = xi.unbind(1)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The 12 iMAS ops (imas.md §4) + grayscale and HSV helpers
+
+
+def identity(x: Tensor, _=None) -> Tensor:
+    return x.clone()
+
+
+def autocontrast(x: Tensor, _=None) -> Tensor:
+    """Per image and channel, stretch [min, max] linearly to [0, 255] (no cutoff); unchanged if min = max."""
+    xf = _f(x)
+    lo = xf.amin(dim=(2, 3), keepdim=True)
+    hi = xf.amax(dim=(2, 3), keepdim=True)
+    span = hi - lo
+    # floor((x − lo)·255 / span): exact in float32 (integer numerator ≤ 65025, quotient gaps ≥ 1/255)
+    out = torch.where(span > 0, torch.floor((xf - lo) * 255.0 / span.clamp(min=1)), xf)
+    return _finish(out, x)
+
+
+def equalize(x: Tensor, _=None) -> Tensor:
+    """Per image and channel histogram equalisation with PIL's ``ImageOps.equalize`` LUT."""
+    xi = _f(x).to(torch.int64)
+    B, C, H, W = xi.shape
+    n, N = B * C, H * W
+    flat = xi.reshape(n, N)
+    offsets = torch.arange(n, device=xi.device).unsqueeze(1) * 256
+    hist = torch.bincount((flat + offsets).reshape(-1), minlength=n * 256).reshape(n, 256)
+    top = flat.amax(dim=1, keepdim=True)
+    last = hist.gather(1, top).squeeze(1)  # count of the highest value present (PIL's histo[-1])
+    step = (N - last) // 255
+    distinct = (hist > 0).sum(dim=1)
+    ok = (distinct > 1) & (step > 0)
+    safe = torch.where(ok, step, torch.ones_like(step)).unsqueeze(1)
+    before = torch.cumsum(hist, dim=1) - hist  # pixels strictly below each value
+    lut = ((safe // 2 + before) // safe).clamp(max=255)
+    lut = torch.where(ok.unsqueeze(1), lut, torch.arange(256, device=xi.device).expand(n, 256))
+    out = lut.gather(1, flat).reshape(B, C, H, W)
+    return _finish(out.to(torch.float32), x)
+
+
+def invert(x: Tensor, _=None) -> Tensor:
+    return _finish(255.0 - _f(x), x)
+
+
+def gaussian_blur(x: Tensor, sigma) -> Tensor:
+    """Gaussian filter with per-sample standard deviation σ (PIL "radius"), replicated borders, rounded.
+
+    Each sample's kernel is its normalised Gaussian truncated at radius ⌈3σ⌉. The kernels are zero-padded
+    to a common length of at least 13 taps (σ ≤ 2), so a sample's result does not depend on the other
+    samples of the batch.
+    """
+    xf = _f(x)
+    B, C, H, W = xf.shape
+    if B == 0:
+        return x.clone()
+    s = _per_sample(sigma, B, "cpu", torch.float64)
+    if (s <= 0).any():
+        raise ValueError("gaussian_blur: sigma must be positive")
+    own = torch.ceil(3.0 * s).clamp(min=1)  # per-sample truncation radius
+    radius = max(6, int(own.max()))
+    k = torch.arange(-radius, radius + 1, dtype=torch.float64).unsqueeze(0)
+    w = torch.exp(-(k**2) / (2.0 * s.unsqueeze(1) ** 2)) * (k.abs() <= own.unsqueeze(1))
+    w = (w / w.sum(dim=1, keepdim=True)).to(device=xf.device, dtype=torch.float32)  # B×K
+    w = w.repeat_interleave(C, dim=0)  # (B·C)×K
+    y = xf.reshape(1, B * C, H, W)
+    y = F.pad(y, (radius, radius, 0, 0), mode="replicate")
+    y = F.conv2d(y, w.view(B * C, 1, 1, -1), groups=B * C)
+    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
+    y = F.conv2d(y, w.view(B * C, 1, -1, 1), groups=B * C)
+    return _finish(torch.floor(y.reshape(B, C, H, W) + 0.5), x)
+
+
+def contrast(x: Tensor, factor) -> Tensor:
+    """Blend with the image's mean grey level, rounded to an integer (PIL ``ImageEnhance.Contrast``)."""
+    xf = _f(x)
+    B, _, H, W = xf.shape
+    g = luma(xf).to(torch.int64).sum(dim=(1, 2))
+    mean = (2 * g + H * W) // (2 * H * W)  # int(mean + 0.5)
+    deg = mean.to(torch.float32).view(B, 1, 1, 1).expand_as(xf)
+    return _finish(_enhance_blend(deg, xf, _per_sample(factor, B, xf.device)), x)
+
+
+def brightness(x: Tensor, factor) -> Tensor:
+    """factor·x, i.e. blend with black (PIL ``ImageEnhance.Brightness``)."""
+    xf = _f(x)
+    return _finish(_enhance_blend(torch.zeros_like(xf), xf, _per_sample(factor, xf.shape[0], xf.device)), x)
+
+
+def color(x: Tensor, factor) -> Tensor:
+    """Saturation: blend with the grey image (PIL ``ImageEnhance.Color``)."""
+    xf = _f(x)
+    deg = luma(xf).unsqueeze(1).expand_as(xf)
+    return _finish(_enhance_blend(deg, xf, _per_sample(factor, xf.shape[0], xf.device)), x)
+
+
+_SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+
+
+def sharpness(x: Tensor, factor) -> Tensor:
+    """Blend with PIL's SMOOTH filter (3×3 [1 1 1; 1 5 1; 1 1 1]/13, rounded); border pixels unchanged."""
+    xf = _f(x)
+    B, C, H, W = xf.shape
+    deg = xf.clone()
+    if H >= 3 and W >= 3:
+        k = _SMOOTH.to(device=xf.device, dtype=torch.float32).view(1, 1, 3, 3).repeat(C, 1, 1, 1)
+        sm = F.conv2d(xf, k, groups=C)
+        deg[:, :, 1:-1, 1:-1] = torch.floor(sm + 0.5).clamp(0, 255)
+    return _finish(_enhance_blend(deg, xf, _per_sample(factor, B, xf.device)), x)
+
+
+def posterize(x: Tensor, bits) -> Tensor:
+    """Keep the top ``bits`` bits of each 8-bit value (per-sample ``bits`` in 1..8)."""
+    xf = _f(x)
+    b = _per_sample(bits, xf.shape[0], xf.device, torch.int64)
+    if ((b < 0) | (b > 8)).any():
+        raise ValueError("posterize: bits must be in [0, 8]")
+    q = (2.0 ** (8 - b).to(torch.float32)).view(-1, 1, 1, 1)
+    return _finish(torch.floor(xf / q) * q, x)
+
+
+def solarize(x: Tensor, threshold) -> Tensor:
+    """255 − x where x ≥ threshold (per sample; threshold 256 = no change)."""
+    xf = _f(x)
+    t = _per_sample(threshold, xf.shape[0], xf.device).view(-1, 1, 1, 1)
+    return _finish(torch.where(xf >= t, 255.0 - xf, xf), x)
+
+
+def grayscale(x: Tensor, _=None) -> Tensor:
+    """PIL ``convert("L")`` replicated to 3 channels."""
+    xf = _f(x)
+    return _finish(luma(xf).unsqueeze(1).expand_as(xf).clone(), x)
+
+
+def rgb_to_hsv8(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """PIL's 8-bit RGB→HSV (``convert("HSV")``), exact integer arithmetic: (H, S, V) int64 B×H×W."""
+    xi = _f(x).to(torch.int64)
+    r, g, b = xi.unbind(1)
+    maxc = torch.maximum(r, torch.maximum(g, b))
+    minc = torch.minimum(r, torch.minimum(g, b))
+    cr = maxc - minc
+    crs = cr.clamp(min=1)
+    # hue as a fraction n / (6·cr) of the circle, with PIL's branch order (r, then g, then b)
+    n = torch.where(
+        r == maxc,
+        torch.remainder(g - b, 6 * crs),
+        torch.where(g == maxc, 2 * crs + b - r, 4 * crs + r - g),
+    )
+    h = torch.where(cr > 0, (255 * n) // (6 * crs), torch.zeros_like(n))
+    s = torch.where(cr > 0, (255 * cr) // maxc.clamp(min=1), torch.zeros_like(cr))
+    return h, s, maxc
+
+
+def hsv8_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """PIL's 8-bit HSV→RGB, exact integer arithmetic with round-half-up: float32 B×3×H×W."""
+    h, s, v = h.to(torch.int64), s.to(torch.int64), v.to(torch.int64)
+    i = (6 * h) // 255  # 0..6
+    rem = 6 * h - 255 * i  # f = rem / 255
+    d2 = 255 * 255
+    p = (2 * v * (255 - s) + 255) // 510
+    q = (2 * v * (d2 - s * rem) + d2) // (2 * d2)
+    t = (2 * v * (d2 - s * (255 - rem)) + d2) // (2 * d2)
+    sector = torch.remainder(i, 6)
+    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = [torch.zeros_like(v) for _ in range(3)]
+    for k, rgb in enumerate(table):
+        sel = sector == k
+        for ch in range(3):
+            out[ch] = torch.where(sel, rgb[ch], out[ch])
+    return torch.stack(out, dim=1).to(torch.float32)
+
+
+def hue(x: Tensor, shift) -> Tensor:
+    """In 8-bit HSV, H ← (H + shift) mod 256 (per-sample integer ``shift``), back to RGB."""
+    xf = _f(x)
+    sh = _per_sample(shift, xf.shape[0], xf.device, torch.int64).view(-1, 1, 1)
+    hh, ss, vv = rgb_to_hsv8(xf)
+    hh = torch.remainder(hh + sh, 256)
+    return _finish(hsv8_to_rgb(hh, ss, vv), x)
+
+
+# ----------------------------------------------------------------------------------------------------
+# iMAS strong view (imas.md §4)
+
+IMAS_MODIFIER = 0.999
+
+
+def _trunc_int(v: Tensor) -> Tensor:
+    return torch.trunc(v).to(torch.int64)
+
+
+def _m_none(u: Tensor, sign: Tensor):
+    return None
+
+
+def _m_blur(u: Tensor, sign: Tensor) -> Tensor:
+    return 0.1 + 1.9 * u * IMAS_MODIFIER
+
+
+def _m_factor(u: Tensor, sign: Tensor) -> Tensor:
+    return 0.95 - 0.85 * u * IMAS_MODIFIER
+
+
+def _m_posterize(u: Tensor, sign: Tensor) -> Tensor:
+    return 8 - torch.clamp(torch.ceil(4 * u * IMAS_MODIFIER), min=1).to(torch.int64)
+
+
+def _m_solarize(u: Tensor, sign: Tensor) -> Tensor:
+    return torch.clamp(256 - torch.ceil(255 * u * IMAS_MODIFIER).to(torch.int64), 1, 256)
+
+
+def _m_hue(u: Tensor, sign: Tensor) -> Tensor:
+    return _trunc_int(255 * (sign * 0.5 * u * IMAS_MODIFIER))
+
+
+@dataclass(frozen=True)
+class IntensityOp:
+    """One iMAS op: ``apply(x, magnitude)`` and ``magnitude(u, sign)`` mapping U ~ U(0,1) (and a ±1 sign,
+    used by hue only) per sample to the op's parameter (None for parameter-free ops)."""
+
+    name: str
+    apply: Callable[[Tensor, object], Tensor]
+    magnitude: Callable[[Tensor, Tensor], Tensor | None]
+    doc: str
+
+
+IMAS_OPS: dict[str, IntensityOp] = {
+    op.name: op
+    for op in [
+        IntensityOp("identity", identity, _m_none, "unchanged"),
+        IntensityOp("autocontrast", autocontrast, _m_none, "per-channel [min,max] -> [0,255]"),
+        IntensityOp("equalize", equalize, _m_none, "per-channel histogram equalisation (PIL)"),
+        IntensityOp("invert", invert, _m_none, "255 - x"),
+        IntensityOp("blur", gaussian_blur, _m_blur, "sigma = 0.1 + 1.9*U*0.999"),
+        IntensityOp("contrast", contrast, _m_factor, "v = 0.95 - 0.85*U*0.999"),
+        IntensityOp("brightness", brightness, _m_factor, "v = 0.95 - 0.85*U*0.999"),
+        IntensityOp("color", color, _m_factor, "v = 0.95 - 0.85*U*0.999"),
+        IntensityOp("sharpness", sharpness, _m_factor, "v = 0.95 - 0.85*U*0.999"),
+        IntensityOp("posterize", posterize, _m_posterize, "bits = 8 - max(1, ceil(4*U*0.999))"),
+        IntensityOp("solarize", solarize, _m_solarize, "t = clip(256 - ceil(255*U*0.999), 1, 256)"),
+        IntensityOp("hue", hue, _m_hue, "shift = trunc(255 * (+-0.5*U*0.999))"),
+    ]
+}
+IMAS_OP_NAMES: tuple[str, ...] = tuple(IMAS_OPS)
+
+
+def imas_magnitude(name: str, u, sign=1.0):
+    """The parameter of op ``name`` for draws ``u`` (and ``sign`` = ±1 for hue); tensors or scalars."""
+    u_t = torch.as_tensor(u, dtype=torch.float64)
+    s_t = torch.as_tensor(sign, dtype=torch.float64)
+    return IMAS_OPS[name].magnitude(u_t, s_t)
+
+
+class ImasParams(NamedTuple):
+    """Per-sample draws of an iMAS strong view: op indices into ``IMAS_OP_NAMES`` (B×n), U (B×n), sign (B×n)."""
+
+    ops: Tensor
+    u: Tensor
+    sign: Tensor
+
+
+def sample_imas_params(
+    batch_size: int, num_ops: int = 2, generator: torch.Generator | None = None
+) -> ImasParams:
+    """Draw ``num_ops`` ops per sample uniformly with replacement, each with its own U and sign."""
+    ops = _randint(0, len(IMAS_OP_NAMES), (batch_size, num_ops), generator).cpu()
+    u = _rand((batch_size, num_ops), generator).cpu()
+    sign = torch.where(_rand((batch_size, num_ops), generator).cpu() < 0.5, -1.0, 1.0).to(torch.float64)
+    return ImasParams(ops, u, sign)
+
+
+def apply_imas_params(raw: Tensor, params: ImasParams) -> Tensor:
+    """Apply the drawn ops in sequence, vectorised by grouping the samples that drew the same op."""
+    x = _f(raw).clone()
+    B = x.shape[0]
+    if params.ops.shape[0] != B:
+        raise ValueError("params do not match the batch size")
+    for j in range(params.ops.shape[1]):
+        col = params.ops[:, j]
+        for k, name in enumerate(IMAS_OP_NAMES):
+            if name == "identity":
+                continue
+            idx = torch.nonzero(col == k).flatten()
+            if idx.numel() == 0:
+                continue
+            op = IMAS_OPS[name]
+            mag = op.magnitude(params.u[idx, j], params.sign[idx, j])
+            dev_idx = idx.to(x.device)
+            x[dev_idx] = op.apply(x[dev_idx], mag)
+    return _finish(x, raw)
+
+
+def imas_strong(raw_u8: Tensor, num_ops: int = 2, generator: torch.Generator | None = None) -> Tensor:
+    """iMAS strong view: ``num_ops`` random intensity ops per sample (imas.md §4). Same dtype as input."""
+    return apply_imas_params(raw_u8, sample_imas_params(raw_u8.shape[0], num_ops, generator))
+
+
+# ----------------------------------------------------------------------------------------------------
+# UniMatch strong view (s4mim.md §2.2)
+
+_JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+class UniMatchParams(NamedTuple):
+    """Per-sample draws of a UniMatch strong view (all (B,), ``order`` B×4 with indices into
+    (brightness, contrast, saturation, hue))."""
+
+    jitter: Tensor
+    brightness: Tensor
+    contrast: Tensor
+    saturation: Tensor
+    hue: Tensor
+    order: Tensor
+    gray: Tensor
+    blur: Tensor
+    sigma: Tensor
+
+
+def sample_unimatch_params(
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    *,
+    brightness: float = 0.5,
+    contrast: float = 0.5,
+    saturation: float = 0.5,
+    hue: float = 0.25,
+    p_jitter: float = 0.8,
+    p_gray: float = 0.2,
+    p_blur: float = 0.5,
+    sigma_range: tuple[float, float] = (0.1, 2.0),
+) -> UniMatchParams:
+    B = batch_size
+
+    def uni(lo: float, hi: float) -> Tensor:
+        return (lo + (hi - lo) * _rand(B, generator)).cpu()
+
+    jitter = (_rand(B, generator) < p_jitter).cpu()
+    b = uni(max(0.0, 1 - brightness), 1 + brightness)
+    c = uni(max(0.0, 1 - contrast), 1 + contrast)
+    s = uni(max(0.0, 1 - saturation), 1 + saturation)
+    h = uni(-hue, hue)
+    order = torch.argsort(_rand((B, 4), generator).cpu(), dim=1)  # a uniform random permutation per sample
+    gray = (_rand(B, generator) < p_gray).cpu()
+    blur = (_rand(B, generator) < p_blur).cpu()
+    sigma = uni(*sigma_range)
+    return UniMatchParams(jitter, b, c, s, h, order, gray, blur, sigma)
+
+
+def apply_unimatch_params(raw: Tensor, params: UniMatchParams) -> Tensor:
+    x = _f(raw).clone()
+    fns = {
+        "brightness": (brightness, params.brightness),
+        "contrast": (contrast, params.contrast),
+        "saturation": (color, params.saturation),
+        # torchvision's PIL adjust_hue: np.int8(hue_factor * 255) added to the 8-bit H channel with wrap-around
+        "hue": (hue, _trunc_int(params.hue * 255)),
+    }
+    for slot in range(4):
+        for k, name in enumerate(_JITTER_OPS):
+            idx = torch.nonzero(params.jitter & (params.order[:, slot] == k)).flatten()
+            if idx.numel() == 0:
+                continue
+            fn, mag = fns[name]
+            d = idx.to(x.device)
+            x[d] = fn(x[d], mag[idx])
+    idx = torch.nonzero(params.gray).flatten()
+    if idx.numel():
+        d = idx.to(x.device)
+        x[d] = grayscale(x[d])
+    idx = torch.nonzero(params.blur).flatten()
+    if idx.numel():
+        d = idx.to(x.device)
+        x[d] = gaussian_blur(x[d], params.sigma[idx])
+    return _finish(x, raw)
+
+
+def unimatch_strong(raw_u8: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """UniMatch strong view: ColorJitter(0.5, 0.5, 0.5, 0.25) p 0.8 (random order per sample),
+    RandomGrayscale p 0.2, Gaussian blur σ ~ U(0.1, 2.0) p 0.5. Same dtype as input."""
+    return apply_unimatch_params(raw_u8, sample_unimatch_params(raw_u8.shape[0], generator))
+
+
+# ----------------------------------------------------------------------------------------------------
+# UniMatch CutMix box (s4mim.md §2.2)
+
+
+class Box(NamedTuple):
+    """Rows [top, top + height), columns [left, left + width)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def _hw(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def box_from_draws(size, area_frac: float, ratio: float, x: int, y: int) -> Box | None:
+    """One rejection-sampling round of UniMatch's box: area a = area_frac·H·W, w = ⌊√(a/r)⌋,
+    h = ⌊√(a·r)⌋, top-left (row y, column x). Returns the box if it fits, else None (rejected)."""
+    H, W = _hw(size)
+    a = area_frac * H * W
+    w = int(math.sqrt(a / ratio))
+    h = int(math.sqrt(a * ratio))
+    if x + w <= W and y + h <= H:
+        return Box(int(y), int(x), h, w)
+    return None
+
+
+def unimatch_cutmix_boxes(
+    batch_size: int,
+    size,
+    p: float = 0.5,
+    generator: torch.Generator | None = None,
+    *,
+    area_range: tuple[float, float] = (0.02, 0.4),
+    ratio_range: tuple[float, float] = (0.3, 1 / 0.3),
+    device=None,
+) -> Tensor:
+    """B×H×W bool masks, each sample its own box (applied with probability p; else all False).
+
+    Draw order: apply flags (B), area fractions (B), then rounds of (ratio, x, y) for the samples still
+    pending, until every applied sample's box fits."""
+    H, W = _hw(size)
+    B = batch_size
+    apply = (_rand(B, generator) < p).cpu()
+    frac = (area_range[0] + (area_range[1] - area_range[0]) * _rand(B, generator)).cpu()
+    area = frac * (H * W)
+    top = torch.zeros(B, dtype=torch.int64)
+    left = torch.zeros(B, dtype=torch.int64)
+    hh = torch.zeros(B, dtype=torch.int64)
+    ww = torch.zeros(B, dtype=torch.int64)
+    pending = apply.clone()
+    while bool(pending.any()):
+        idx = torch.nonzero(pending).flatten()
+        n = idx.numel()
+        r = (ratio_range[0] + (ratio_range[1] - ratio_range[0]) * _rand(n, generator)).cpu()
+        xs = _randint(0, W, n, generator).cpu()
+        ys = _randint(0, H, n, generator).cpu()
+        w = torch.floor(torch.sqrt(area[idx] / r)).to(torch.int64)
+        h = torch.floor(torch.sqrt(area[idx] * r)).to(torch.int64)
+        ok = (xs + w <= W) & (ys + h <= H)
+        acc = idx[ok]
+        top[acc], left[acc], hh[acc], ww[acc] = ys[ok], xs[ok], h[ok], w[ok]
+        pending[acc] = False
+    rows = torch.arange(H).view(1, H, 1)
+    cols = torch.arange(W).view(1, 1, W)
+    t, l = top.view(B, 1, 1), left.view(B, 1, 1)
+    mask = (rows >= t) & (rows < t + hh.view(B, 1, 1)) & (cols >= l) & (cols < l + ww.view(B, 1, 1))
+    mask &= apply.view(B, 1, 1)
+    return mask.to(device) if device is not None else mask
+
+
+def unimatch_cutmix_box(
+    size,
+    p: float = 0.5,
+    generator: torch.Generator | None = None,
+    *,
+    area_range: tuple[float, float] = (0.02, 0.4),
+    ratio_range: tuple[float, float] = (0.3, 1 / 0.3),
+    device=None,
+) -> Tensor:
+    """One H×W bool CutMix mask (UniMatch ``obtain_cutmix_box``), all False with probability 1 − p."""
+    return unimatch_cutmix_boxes(
+        1, size, p, generator, area_range=area_range, ratio_range=ratio_range, device=device
+    )[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Blend of strong and weak views (imas.md §3.2) and normalisation
+
+
+def _per_image(h, like: Tensor) -> Tensor:
+    t = torch.as_tensor(h, dtype=like.dtype if like.is_floating_point() else torch.float32, device=like.device)
+    if t.dim() == 0:
+        t = t.expand(like.shape[0])
+    return t.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def blend(x_str: Tensor, x_w: Tensor, h) -> Tensor:
+    """x_s,i = h_i·x_str,i + (1 − h_i)·x_w,i per image (on normalised tensors); ``h`` (B,) or scalar."""
+    hh = _per_image(h, x_w).detach()
+    return hh * x_str + (1 - hh) * x_w
+
+
+def blend_bernoulli(x_str: Tensor, x_w: Tensor, h, generator: torch.Generator | None = None) -> Tensor:
+    """Per image: x_str with probability h_i, else x_w (the unused upstream variant, ``blend_mode: bernoulli``)."""
+    hh = torch.as_tensor(h, dtype=torch.float64).detach().cpu().reshape(-1)
+    if hh.numel() == 1:
+        hh = hh.expand(x_w.shape[0])
+    pick = (_rand(x_w.shape[0], generator).cpu() < hh).to(x_w.device)
+    return torch.where(pick.view(-1, *([1] * (x_w.dim() - 1))), x_str, x_w)
+
+
+def normalize(raw: Tensor) -> Tensor:
+    """ImageNet normalisation of an 8-bit …×3×H×W tensor: ``harness.data.transforms.normalize``
+    (re-exported here so methods build strong views and normalise them from one module)."""
+    from harness.data.transforms import normalize as _normalize  # lazy: avoids importing the data layer
+
+    return _normalize(raw)
