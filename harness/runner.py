@@ -195,7 +195,7 @@ def default_workers(device: torch.device) -> int:
 
 def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train (or resume) one run and return its record. A finished run is returned as is unless ``force``."""
-    from .data import resolve_data_root, resolve_split_root, verify_protocol_splits
+    from .data.roots import prepare_data
     from .engine import Engine
 
     r = resolve(spec)
@@ -207,9 +207,7 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
     if spec.force and out_dir.exists():
         shutil.rmtree(out_dir)
     device = resolve_device(spec.device)
-    data_root = resolve_data_root(r.protocol, spec.data_root)
-    split_root = resolve_split_root(r.protocol, spec.splits_dir, data_root)
-    verify_protocol_splits(r.protocol, split_root)
+    data_root, split_root = prepare_data(r.protocol, spec.data_root, spec.splits_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pm = get_plugin_manager()
     engine = Engine(run_dir=out_dir, protocol=r.protocol, method_cls=r.method.cls, method_config=r.config,

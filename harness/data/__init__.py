@@ -1,0 +1,28 @@
+"""Data layer: split lists, dataset readers (VOC, Cityscapes, synthetic), weak augmentation, loaders."""
+
+from .check import CheckReport, check_dataset_root
+from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_LABELID_TO_TRAINID, CITYSCAPES_NUM_CLASSES, CityscapesLayout,
+                         prepare_cityscapes_trainids)
+from .loader import (TrainLoader, TrainStreams, ValDataset, build_train_loader, build_val_dataset, permutation,
+                     sample_rng, shard, val_loader)
+from .readers import DataLayout, SegmentationSource, make_layout, read_image, read_mask, resolve_data_root
+from .splits import (DEFAULT_SPLITS_URL, UNIMATCH_COMMIT, check_disjoint, fetch_splits, load_protocol_splits,
+                     parse_split_bytes, protocol_split_files, read_sha256sums, read_split_file, resolve_split_root,
+                     sha256_file, verify_protocol_splits, verify_split)
+from .transforms import (IMAGENET_MEAN, IMAGENET_STD, WeakParams, apply_weak, normalize, sample_weak_params,
+                         weak_augment)
+from .voc import VOC_CLASSES, VOC_DISPLAY_NAMES, VOC_NUM_CLASSES, VOCLayout, voc_palette, voc_palette_flat
+
+__all__ = [
+    "CheckReport", "check_dataset_root",
+    "CITYSCAPES_CLASSES", "CITYSCAPES_LABELID_TO_TRAINID", "CITYSCAPES_NUM_CLASSES", "CityscapesLayout",
+    "prepare_cityscapes_trainids",
+    "TrainLoader", "TrainStreams", "ValDataset", "build_train_loader", "build_val_dataset", "permutation",
+    "sample_rng", "shard", "val_loader",
+    "DataLayout", "SegmentationSource", "make_layout", "read_image", "read_mask", "resolve_data_root",
+    "DEFAULT_SPLITS_URL", "UNIMATCH_COMMIT", "check_disjoint", "fetch_splits", "load_protocol_splits",
+    "parse_split_bytes", "protocol_split_files", "read_sha256sums", "read_split_file", "resolve_split_root",
+    "sha256_file", "verify_protocol_splits", "verify_split",
+    "IMAGENET_MEAN", "IMAGENET_STD", "WeakParams", "apply_weak", "normalize", "sample_weak_params", "weak_augment",
+    "VOC_CLASSES", "VOC_DISPLAY_NAMES", "VOC_NUM_CLASSES", "VOCLayout", "voc_palette", "voc_palette_flat",
+]

@@ -1,0 +1,281 @@
+"""Image and mask readers, dataset layouts, and :class:`SegmentationSource` (a split list bound to a root).
+
+Masks are read with PIL *without* mode conversion: a palette ("P") PNG yields its raw indices, a
+greyscale ("L") PNG its values. RGB masks are refused (they are colour renderings, not class
+indices). Values outside {0, …, K−1, 255} are an error naming the file and the values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..protocols import Protocol
+
+Entry = tuple[str, str]
+
+DATA_ENV = {"voc": "HARNESS_DATA_VOC", "cityscapes": "HARNESS_DATA_CITYSCAPES", "synthetic": "HARNESS_DATA_SYNTHETIC"}
+_MASK_MODES = {"P", "L", "I", "I;16", "I;16L", "I;16B"}
+_READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB image as a uint8 ``H×W×3`` array; a missing or undecodable file is a DataError naming it."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except _READ_ERRORS as exc:
+        raise DataError(f"image {path} cannot be decoded (corrupt or truncated file?): {exc}") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _allowed_table(num_classes: int) -> np.ndarray:
+    allowed = np.zeros(256, dtype=bool)
+    allowed[: min(num_classes, 256)] = True
+    allowed[255] = True
+    return allowed
+
+
+def read_mask(path: str | Path, num_classes: int, lut: np.ndarray | None = None) -> np.ndarray:
+    """Class indices as a uint8 ``H×W`` array, from a palette ("P") or greyscale ("L") PNG.
+
+    ``lut`` (256 uint8 entries) is applied to the raw values first (e.g. Cityscapes labelIds → trainIds).
+    Values outside {0, …, num_classes−1, 255} are a DataError naming the file and the values.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode not in _MASK_MODES:
+                raise DataError(
+                    f"mask {path} has image mode '{mode}'; a mask must be a single-channel PNG of class indices "
+                    f"(palette 'P' or greyscale 'L'). An {mode} mask is a colour rendering: converting colours to "
+                    f"indices is ambiguous, so the harness refuses it. Use the original palette/index PNGs "
+                    f"(e.g. VOC SegmentationClass, Cityscapes *_gtFine_labelTrainIds.png, not *_color.png)")
+            arr = np.asarray(img)  # 'P': raw palette indices, never colours or luminance
+    except FileNotFoundError:
+        raise DataError(f"mask {path} does not exist") from None
+    except DataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataError(f"mask {path} cannot be decoded (corrupt or truncated file?): {exc}") from None
+    if arr.dtype != np.uint8:
+        if arr.size and (int(arr.max()) > 255 or int(arr.min()) < 0):
+            bad = np.unique(arr[(arr > 255) | (arr < 0)])
+            raise DataError(f"mask {path} has values {_fmt_values(bad)} outside 0–255; allowed values are "
+                            f"0–{num_classes - 1} and 255 (ignore)")
+        arr = arr.astype(np.uint8)
+    if lut is not None:
+        arr = np.asarray(lut, dtype=np.uint8)[arr]
+    if arr.size and int(arr.max()) >= num_classes and num_classes < 256:
+        allowed = _allowed_table(num_classes)
+        ok = allowed[arr]
+        if not ok.all():
+            bad = np.unique(arr[~ok])
+            hint = ""
+            if lut is None and mode == "L":
+                hint = (" A greyscale mask with such values may be a palette mask converted to 'L' (luminance) or "
+                        "a Cityscapes labelIds file that needs the trainIds mapping.")
+            raise DataError(
+                f"mask {path} has values {_fmt_values(bad)} outside the allowed class indices 0–{num_classes - 1} "
+                f"and 255 (ignore); {int((~ok).sum())} pixels affected.{hint}")
+    return arr
+
+
+def _fmt_values(values: np.ndarray, show: int = 10) -> str:
+    vals = [int(v) for v in values[:show]]
+    more = f" (and {len(values) - show} more)" if len(values) > show else ""
+    return "[" + ", ".join(map(str, vals)) + "]" + more
+
+
+def resolve_data_root(dataset: "str | Protocol", data_root: str | Path | None = None) -> Path:
+    """``data_root`` if given, else ``$HARNESS_DATA_<DATASET>`` (``dataset``: a name or a Protocol; synthetic: else its cache folder,
+    ``harness.data.synthetic.default_root()``); none → DataError saying how to set it."""
+    if not isinstance(dataset, str):  # a Protocol
+        dataset = dataset.dataset
+    env = DATA_ENV.get(dataset, f"HARNESS_DATA_{dataset.upper()}")
+    if data_root is None:
+        value = os.environ.get(env)
+        if not value and dataset == "synthetic":
+            try:
+                from .synthetic import default_root
+            except ImportError:
+                pass
+            else:
+                return default_root()
+        if not value:
+            raise DataError(f"no data root for dataset '{dataset}': pass --data-root or set {env}")
+        data_root = value
+    return Path(data_root).expanduser()
+
+
+class DataLayout:
+    """Maps split-list relpaths to files under a dataset root (generic: paths relative to the root).
+
+    Subclasses (``VOCLayout``, ``CityscapesLayout``) check the expected folders and resolve masks.
+    """
+
+    dataset = "generic"
+    env = "HARNESS_DATA"
+
+    def __init__(self, root: str | Path, masks: bool = True):
+        self.root = Path(root)
+        self.masks = masks
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise DataError(f"data root {self.root} {what}; pass --data-root or set {self.env}")
+
+    def image_path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def mask_path(self, rel: str) -> tuple[Path, np.ndarray | None]:
+        """The file to read for a mask relpath and the lookup table to apply (or None)."""
+        return self.root / rel, None
+
+    def name(self, image_rel: str) -> str:
+        return Path(image_rel).stem
+
+    def missing_hint(self, rel: str, kind: str) -> str:
+        return ""
+
+
+class SyntheticLayout(DataLayout):
+    """The built-in synthetic dataset (VOC layout; split paths relative to the root)."""
+
+    dataset = "synthetic"
+    env = DATA_ENV["synthetic"]
+
+    def __init__(self, root: str | Path, masks: bool = True):
+        try:
+            super().__init__(root, masks)
+        except DataError as exc:
+            raise DataError(f"{exc}; generate the synthetic dataset with `harness data synthetic` "
+                            f"(python -m harness.data.synthetic --root DIR)") from None
+
+
+def make_layout(dataset: str, root: str | Path, masks: bool = True) -> DataLayout:
+    if dataset == "voc":
+        from .voc import VOCLayout
+        return VOCLayout(root, masks)
+    if dataset == "cityscapes":
+        from .cityscapes import CityscapesLayout
+        return CityscapesLayout(root, masks)
+    if dataset == "synthetic":
+        return SyntheticLayout(root, masks)
+    raise DataError(f"unknown dataset '{dataset}'; known: voc, cityscapes, synthetic")
+
+
+class SegmentationSource:
+    """A split list bound to a dataset root: resolves paths and reads ``(image, mask)`` arrays.
+
+    ``masks=False`` (unlabeled lists): masks are neither checked nor readable. ``check_files`` verifies
+    at construction that every listed file exists (one error naming the first missing entries).
+    ``cache=True`` keeps decoded arrays in memory (per process; for small datasets).
+    """
+
+    def __init__(self, root: str | Path, entries: Sequence[Entry], num_classes: int, dataset: str,
+                 split_name: str | None = None, masks: bool = True, cache: bool = False, check_files: bool = True):
+        self.layout = make_layout(dataset, root, masks)
+        self.root = self.layout.root
+        self.entries = list(entries)
+        self.num_classes = num_classes
+        self.dataset = dataset
+        self.split_name = split_name or "<split list>"
+        self.masks = masks
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        if check_files:
+            self.check_files()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+    def image_path(self, i: int) -> Path:
+        return self.layout.image_path(self.entries[i][0])
+
+    def mask_path(self, i: int) -> Path:
+        return self.layout.mask_path(self.entries[i][1])[0]
+
+    def name(self, i: int) -> str:
+        return self.layout.name(self.entries[i][0])
+
+    def _missing(self, i: int, kind: str, path: Path) -> DataError:
+        img, mask = self.entries[i]
+        rel = img if kind == "image" else mask
+        return DataError(
+            f"{kind} of entry #{i + 1} '{img} {mask}' of split file {self.split_name} is missing: {path} does not "
+            f"exist (data root {self.root}).{self.layout.missing_hint(rel, kind)}")
+
+    def check_files(self, show: int = 5) -> None:
+        """DataError naming the first missing files (entry, split file, resolved path) and the count."""
+        missing: list[tuple[int, str, Path]] = []
+        for i, (img_rel, mask_rel) in enumerate(self.entries):
+            p = self.layout.image_path(img_rel)
+            if not p.is_file():
+                missing.append((i, "image", p))
+            if self.masks:
+                m = self.layout.mask_path(mask_rel)[0]
+                if not m.is_file():
+                    missing.append((i, "mask", m))
+        if missing:
+            first = self._missing(*missing[0])
+            if len(missing) == 1:
+                raise first
+            others = "; ".join(f"entry #{i + 1} {kind} {p}" for i, kind, p in missing[1:show])
+            more = f" and {len(missing) - show} more" if len(missing) > show else ""
+            raise DataError(f"{len(missing)} files listed in {self.split_name} are missing under {self.root}. "
+                            f"First: {first}. Others: {others}{more}")
+
+    def read_image(self, i: int) -> np.ndarray:
+        if self.cache and i in self._cache:
+            return self._cache[i][0]
+        p = self.image_path(i)
+        if not p.exists():
+            raise self._missing(i, "image", p)
+        img = read_image(p)
+        if self.cache:
+            img.flags.writeable = False
+            self._cache[i] = (img, None)
+        return img
+
+    def read_mask(self, i: int) -> np.ndarray:
+        if not self.masks:
+            raise RuntimeError(f"masks of {self.split_name} are not read (source built with masks=False)")
+        if self.cache and i in self._cache and self._cache[i][1] is not None:
+            return self._cache[i][1]
+        p, lut = self.layout.mask_path(self.entries[i][1])
+        if not p.exists():
+            raise self._missing(i, "mask", p)
+        return read_mask(p, self.num_classes, lut)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image H×W×3 uint8, mask H×W uint8)``; differing sizes are a DataError naming both files."""
+        if self.cache and i in self._cache and self._cache[i][1] is not None:
+            return self._cache[i]  # type: ignore[return-value]
+        img = self.read_image(i)
+        mask = self.read_mask(i)
+        if img.shape[:2] != mask.shape:
+            raise DataError(
+                f"image {self.image_path(i)} is {img.shape[1]}×{img.shape[0]} (W×H) but its mask "
+                f"{self.mask_path(i)} is {mask.shape[1]}×{mask.shape[0]}; entry #{i + 1} of {self.split_name}")
+        if self.cache:
+            mask.flags.writeable = False
+            self._cache[i] = (img, mask)
+        return img, mask

@@ -1,0 +1,265 @@
+"""Split lists: parsing, checksum verification, locating/fetching the split root, disjointness.
+
+A split file lists one sample per line, ``<image relpath> <mask relpath>`` relative to the dataset
+root (benchmarks.md §3). Some files end without a final newline, so entries are counted as non-empty
+lines, never as newline characters.
+
+Split root resolution (:func:`resolve_split_root`):
+
+* dataset ``synthetic``: ``<data_root>/splits`` (the synthetic generator writes its lists there);
+* otherwise the explicit ``splits_dir`` argument (``--splits-dir``), else ``$HARNESS_SPLITS``, else the
+  cache folder ``$HARNESS_CACHE/splits/<commit>`` (``HARNESS_CACHE`` defaults to ``~/.cache/harness``),
+  filled on first use from UniMatch's public ``splits/`` folder at a pinned commit
+  (base URL overridable with ``$HARNESS_SPLITS_URL``, e.g. a ``file://`` URL of a local copy).
+
+Every file is verified against the SHA-256 the protocol pins before use (:func:`verify_split`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import DataError
+from ..protocols import Protocol, SplitFile
+
+Entry = tuple[str, str]
+
+UNIMATCH_REPO = "LiheYoung/UniMatch"
+UNIMATCH_COMMIT = "0324f3dd4a22128105a5eb135d2586c0bb3cc647"
+DEFAULT_SPLITS_URL = f"https://raw.githubusercontent.com/{UNIMATCH_REPO}/{UNIMATCH_COMMIT}/splits/"
+_FETCH_TIMEOUT_S = 60
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+def parse_split_bytes(data: bytes, source: str | Path = "<bytes>") -> list[Entry]:
+    """Parse the raw bytes of a split file (UTF-8; empty lines dropped; exactly two fields a line)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"split file {source} is not valid UTF-8 (byte {exc.start}): {exc.reason}") from None
+    entries: list[Entry] = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            shown = line if len(line) <= 200 else line[:200] + "..."
+            raise DataError(
+                f"split file {source}, line {lineno}: expected exactly two fields "
+                f"'<image relpath> <mask relpath>', got {len(fields)}: {shown!r}")
+        entries.append((fields[0], fields[1]))
+    return entries
+
+
+def read_split_file(path: str | Path) -> list[Entry]:
+    """Entries ``(image relpath, mask relpath)`` of a split file, in file order."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"split file {path} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"cannot read split file {path}: {exc}") from None
+    return parse_split_bytes(data, path)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sha256sums(path: str | Path) -> dict[str, str]:
+    """``{relpath: digest}`` from a ``sha256sum``-format file (``<hex>  ./<relpath>``)."""
+    path = Path(path)
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise DataError(f"{path}, line {lineno}: expected '<sha256>  <path>', got {line!r}")
+        rel = parts[1].strip().lstrip("*")
+        if rel.startswith("./"):
+            rel = rel[2:]
+        out[rel] = parts[0].lower()
+    return out
+
+
+# ---------------------------------------------------------------------------------------- verification
+
+def verify_split(split_root: str | Path, split: SplitFile) -> list[Entry]:
+    """Read ``split_root/split.path``, check its SHA-256 and entry count against the protocol; return entries."""
+    path = Path(split_root) / split.path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(
+            f"split file {path} does not exist (split root {split_root}); pass --splits-dir pointing at a copy of "
+            f"UniMatch's splits/ folder, set HARNESS_SPLITS, or unset both to fetch them into the cache") from None
+    except OSError as exc:
+        raise DataError(f"cannot read split file {path}: {exc}") from None
+    actual = sha256_bytes(data)
+    if actual != split.sha256:
+        raise DataError(
+            f"split file {path} has SHA-256 {actual}, expected {split.sha256}: it is not the pinned copy "
+            f"(github.com/{UNIMATCH_REPO} at {UNIMATCH_COMMIT[:12]}, splits/{split.path}). Replace it with the "
+            f"original file (delete it if it is in the harness cache and it will be fetched again), or point "
+            f"--splits-dir / HARNESS_SPLITS at an unmodified copy")
+    entries = parse_split_bytes(data, path)
+    if len(entries) != split.count:
+        raise DataError(f"split file {path} has {len(entries)} entries, the protocol expects {split.count}")
+    return entries
+
+
+def check_disjoint(labeled: Sequence[Entry], unlabeled: Sequence[Entry], source_names: Sequence[str] = ("labeled", "unlabeled"),
+                   show: int = 5) -> None:
+    """A labeled/unlabeled overlap (same image path) is a DataError naming both files and some shared entries."""
+    lab = {e[0] for e in labeled}
+    common = sorted(lab.intersection(e[0] for e in unlabeled))
+    if common:
+        a, b = (list(source_names) + ["labeled", "unlabeled"])[:2]
+        more = f" (and {len(common) - show} more)" if len(common) > show else ""
+        raise DataError(
+            f"split files {a} and {b} overlap in {len(common)} image(s): {', '.join(common[:show])}{more}; "
+            f"a labeled image must not also be in the unlabeled list")
+
+
+def protocol_split_files(protocol: Protocol) -> list[SplitFile]:
+    """The protocol's split files: labeled, unlabeled (if any), val."""
+    s = protocol.splits
+    return [f for f in (s.labeled, s.unlabeled, s.val) if f is not None]
+
+
+def load_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str, list[Entry] | None]:
+    """Verified entries ``{'labeled', 'unlabeled' (None if absent), 'val'}``; labeled/unlabeled checked disjoint."""
+    s = protocol.splits
+    out: dict[str, list[Entry] | None] = {
+        "labeled": verify_split(split_root, s.labeled),
+        "unlabeled": verify_split(split_root, s.unlabeled) if s.unlabeled is not None else None,
+        "val": verify_split(split_root, s.val),
+    }
+    if out["unlabeled"] is not None:
+        root = Path(split_root)
+        check_disjoint(out["labeled"], out["unlabeled"], (str(root / s.labeled.path), str(root / s.unlabeled.path)))
+    return out
+
+
+def verify_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str, list[Entry] | None]:
+    """Check every split file of ``protocol`` (checksum, count, labeled/unlabeled disjoint) before a run."""
+    return load_protocol_splits(protocol, split_root)
+
+
+# ------------------------------------------------------------------------------------ split root / fetch
+
+def cache_root() -> Path:
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "harness"
+
+
+def default_splits_cache() -> Path:
+    return cache_root() / "splits" / UNIMATCH_COMMIT
+
+
+def resolve_split_root(protocol: Protocol, splits_dir: str | Path | None = None, data_root: str | Path | None = None,
+                       fetch: bool = True) -> Path:
+    """The folder the protocol's split paths are relative to (see the module docstring for the order).
+
+    With the cache (no ``splits_dir``, no ``HARNESS_SPLITS``), missing or corrupt files are fetched when
+    ``fetch`` is true. The files themselves are verified later by :func:`verify_split`.
+    """
+    if protocol.dataset == "synthetic":
+        if data_root is None:
+            raise DataError(f"protocol {protocol.id} uses the synthetic dataset: its split lists live in "
+                            f"<data root>/splits; pass --data-root")
+        root = Path(data_root) / "splits"
+        if not root.is_dir():
+            raise DataError(f"split folder {root} of the synthetic dataset does not exist; generate the dataset "
+                            f"first (harness data synthetic) or pass the right --data-root")
+        return root
+    if splits_dir is not None or os.environ.get("HARNESS_SPLITS"):
+        root = Path(splits_dir if splits_dir is not None else os.environ["HARNESS_SPLITS"]).expanduser()
+        how = "--splits-dir" if splits_dir is not None else "HARNESS_SPLITS"
+        if not root.is_dir():
+            raise DataError(f"split folder {root} (from {how}) does not exist; it must be a copy of UniMatch's "
+                            f"splits/ folder (with pascal/ and cityscapes/ inside)")
+        return root
+    root = default_splits_cache()
+    if fetch:
+        fetch_splits(root, protocol_split_files(protocol))
+    return root
+
+
+def _splits_base_url(base_url: str | None) -> str:
+    url = base_url or os.environ.get("HARNESS_SPLITS_URL") or DEFAULT_SPLITS_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | None = None) -> list[Path]:
+    """Download the split files not already present with the right checksum into ``dest``.
+
+    Each download is verified before it is moved into place (temporary file + ``os.replace``), so
+    ``dest`` never holds a partial or corrupt file. Returns the paths fetched.
+    """
+    dest = Path(dest)
+    base = _splits_base_url(base_url)
+    fetched = []
+    for f in files:
+        target = dest / f.path
+        if target.is_file():
+            try:
+                if sha256_file(target) == f.sha256:
+                    continue
+            except OSError:
+                pass
+        url = base + urllib.parse.quote(f.path)
+        try:
+            with urllib.request.urlopen(url, timeout=_FETCH_TIMEOUT_S) as resp:
+                data = resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DataError(
+                f"cannot download split file {f.path} from {url}: {reason}. Without network access, pass "
+                f"--splits-dir DIR or set HARNESS_SPLITS=DIR, DIR being a copy of UniMatch's splits/ folder "
+                f"(github.com/{UNIMATCH_REPO}, commit {UNIMATCH_COMMIT})") from None
+        actual = sha256_bytes(data)
+        if actual != f.sha256:
+            raise DataError(
+                f"downloaded split file {f.path} from {url} has SHA-256 {actual}, expected {f.sha256}; it was not "
+                f"saved. Check HARNESS_SPLITS_URL, or pass --splits-dir / set HARNESS_SPLITS to a verified copy")
+        _atomic_write(target, data)
+        fetched.append(target)
+    return fetched
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
