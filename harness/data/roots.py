@@ -19,7 +19,10 @@ def prepare_data(protocol: Protocol, data_root: str | None, splits_dir: str | No
     if protocol.dataset == "synthetic":
         from .synthetic import ensure_synthetic
 
-        root = ensure_synthetic(Path(data_root).expanduser() if data_root else resolve_data_root(protocol))
+        root = Path(data_root).expanduser() if data_root else resolve_data_root(protocol)
+        # A user-made root (other sizes) is taken as is: the protocol's split checksums decide if it fits.
+        if not (root / "manifest.json").is_file():
+            root = ensure_synthetic(root)
     else:
         root = resolve_data_root(protocol, data_root)
         if not root.is_dir():
