@@ -1,0 +1,124 @@
+"""DeepLabV3+ exactly as ``s4mim.md`` §2.1 (the UniMatch model), with a feature-perturbation path.
+
+Module names follow UniMatch (``backbone``, ``head`` = ASPP, ``reduce``, ``fuse``, ``classifier``), so its
+checkpoints map one to one. Channel width ``D = spec.decoder_channels`` (256 for the ResNets): the ASPP
+branches, the projection and ``fuse`` have D channels; the low-level reduction has ``round(48·D/256)``
+channels (48 at D = 256, 12 at D = 64, the ``small`` protocol's width).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ASPP", "DeepLabV3Plus", "aspp_dilations", "reduce_channels"]
+
+
+def aspp_dilations(output_stride: int) -> tuple[int, int, int]:
+    """6/12/18 at output stride 16, doubled at output stride 8."""
+    return (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+
+
+def reduce_channels(decoder_channels: int) -> int:
+    """Channels of the c1 reduction: 48 for the 256-channel decoder, scaled proportionally otherwise."""
+    return max(1, round(48 * decoder_channels / 256))
+
+
+def _cbr(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
+    pad = 0 if k == 1 else dilation
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _ASPPPooling(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.gap = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.gap(x), size=x.shape[-2:], mode="bilinear", align_corners=True)
+
+
+class ASPP(nn.Module):
+    """Five branches (1×1; 3×3 at three dilations; image pooling), concatenated → 1×1 projection."""
+
+    def __init__(self, cin: int, cout: int, dilations: tuple[int, int, int]):
+        super().__init__()
+        r1, r2, r3 = dilations
+        self.b0 = _cbr(cin, cout, 1)
+        self.b1 = _cbr(cin, cout, 3, r1)
+        self.b2 = _cbr(cin, cout, 3, r2)
+        self.b3 = _cbr(cin, cout, 3, r3)
+        self.b4 = _ASPPPooling(cin, cout)
+        self.project = _cbr(5 * cout, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.b0(x), self.b1(x), self.b2(x), self.b3(x), self.b4(x)], dim=1)
+        return self.project(y)
+
+
+class DeepLabV3Plus(nn.Module):
+    """Segmentation model used by every method.
+
+    ``forward(x, need_fp=False)`` → logits B×K×H×W (input size), or ``(logits, logits_fp)`` with need_fp.
+    ``encode(x)`` → ``(c1, c4)``; ``decode(c1, c4, size)`` → ``(logits, fuse)``; ``features(x)`` →
+    ``(logits, fuse)`` with ``fuse`` the D-channel stride-4 decoder feature (``feature_channels`` = D).
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, decoder_channels: int = 256, output_stride: int = 16):
+        super().__init__()
+        d = decoder_channels
+        r = reduce_channels(d)
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.feature_channels = d
+        self.head = ASPP(backbone.c4_channels, d, aspp_dilations(output_stride))
+        self.reduce = _cbr(backbone.c1_channels, r, 1)
+        self.fuse = nn.Sequential(*_cbr(d + r, d, 3), *_cbr(d, d, 3))  # flat, as UniMatch (fuse.0 … fuse.5)
+        self.classifier = nn.Conv2d(d, num_classes, 1, bias=True)
+        self.pretrained_source = "random (not loaded through build_model)"
+        for m in (self.head, self.reduce, self.fuse):
+            for mod in m.modules():
+                if isinstance(mod, nn.Conv2d):
+                    nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+
+    # --- parts -------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.backbone(x)
+
+    def decode(self, c1: torch.Tensor, c4: torch.Tensor, size=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (upsampled to ``size`` if given, else at c1 resolution) and the ``fuse`` feature."""
+        c4 = self.head(c4)
+        c4 = F.interpolate(c4, size=c1.shape[-2:], mode="bilinear", align_corners=True)
+        fuse = self.fuse(torch.cat([self.reduce(c1), c4], dim=1))
+        logits = self.classifier(fuse)
+        if size is not None:
+            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+        return logits, fuse
+
+    # --- entry points ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, need_fp: bool = False):
+        size = x.shape[-2:]
+        c1, c4 = self.encode(x)
+        if need_fp:
+            # Encoder once; decoder on clean + channel-dropped features (dropout always active here).
+            c1 = torch.cat([c1, F.dropout2d(c1, 0.5, training=True)])
+            c4 = torch.cat([c4, F.dropout2d(c4, 0.5, training=True)])
+            logits, _ = self.decode(c1, c4, size)
+            out, out_fp = logits.chunk(2)
+            return out, out_fp
+        return self.decode(c1, c4, size)[0]
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c1, c4 = self.encode(x)
+        return self.decode(c1, c4, x.shape[-2:])
+
+    # --- optimiser groups --------------------------------------------------------------------------
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        ids = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]

@@ -1,0 +1,173 @@
+"""Evaluation modes and window arithmetic (benchmarks.md §6)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness.evaluate import center_crop_pair, evaluate, normalize, predict_scores, window_starts, windows
+from harness.models import build_model
+from harness.protocols import EvalSpec, ModelSpec
+
+K = 4
+
+
+def test_window_starts_spec_examples():
+    assert window_starts(1024, 801, 534) == [0, 223]
+    assert window_starts(2048, 801, 534) == [0, 534, 1068, 1247]
+    assert window_starts(1024, 769, 512) == [0, 255]
+    assert window_starts(2048, 769, 512) == [0, 512, 1024, 1279]
+    assert window_starts(500, 801, 534) == [0] and window_starts(801, 801, 534) == [0]
+    assert window_starts(802, 801, 534) == [0, 1]
+    # reference (truncated) variant
+    assert window_starts(1024, 801, 534, truncated=True) == [0, 534]
+    assert window_starts(2048, 801, 534, truncated=True) == [0, 534, 1068, 1602]
+    assert len(windows(1024, 2048, 801, 534)) == 8
+    assert all(b - t == 801 and r - l == 801 for t, b, l, r in windows(1024, 2048, 801, 534))
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+def test_windows_cover_and_stay_inside(truncated):
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = rng.integers(1, 120, size=2)
+        win, stride = int(rng.integers(5, 60)), int(rng.integers(1, 60))
+        stride = min(stride, win)
+        cover = np.zeros((h, w), int)
+        for t, b, l, r in windows(int(h), int(w), win, stride, truncated):
+            assert 0 <= t < b <= h and 0 <= l < r <= w
+            if not truncated:
+                assert (b - t, r - l) == (min(win, h), min(win, w))
+            cover[t:b, l:r] += 1
+        assert cover.min() >= 1
+
+
+def small_model():
+    torch.manual_seed(0)
+    return build_model(ModelSpec(backbone="small", width=8, decoder_channels=16, pretrained=False), K).eval()
+
+
+def dataset(sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for h, w in sizes:
+        img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        mask = torch.randint(0, K, (h, w), generator=g)
+        mask[torch.rand(h, w, generator=g) < 0.1] = 255
+        items.append((img, mask))
+    return items
+
+
+def test_slide_with_covering_window_equals_whole():
+    m = small_model()
+    data = dataset([(40, 56), (33, 47)])
+    whole = evaluate(m, data, EvalSpec(mode="whole"), K, "cpu")
+    slide = evaluate(m, data, EvalSpec(mode="slide", window=64, stride=42), K, "cpu")
+    np.testing.assert_array_equal(whole["confusion_matrix"], slide["confusion_matrix"])
+    assert whole["num_images"] == 2 and slide["mode"] == "slide64"
+
+
+class PixelModel(nn.Module):
+    """Per-pixel classifier: any window decomposition predicts exactly what the whole image does."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(3, K, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("mode", ["slide", "slide_truncated"])
+def test_overlapping_windows_sum_probabilities(mode):
+    m = PixelModel()
+    data = dataset([(50, 71), (23, 90)])
+    whole = evaluate(m, data, EvalSpec(mode="whole"), K, "cpu")
+    slide = evaluate(m, data, EvalSpec(mode=mode, window=20, stride=13, batch_windows=3), K, "cpu")
+    np.testing.assert_array_equal(whole["confusion_matrix"], slide["confusion_matrix"])
+    # the summed probabilities of a pixel covered by n windows sum to n
+    x = normalize(data[0][0]).unsqueeze(0)
+    spec = EvalSpec(mode=mode, window=20, stride=13)
+    scores = predict_scores(m, x, spec, K)
+    cover = torch.zeros(50, 71)
+    for t, b, l, r in windows(50, 71, 20, 13, truncated=mode == "slide_truncated"):
+        cover[t:b, l:r] += 1
+    torch.testing.assert_close(scores.sum(0), cover)
+
+
+def test_batched_windows_equal_one_at_a_time():
+    m = small_model()
+    x = normalize(dataset([(45, 70)])[0][0]).unsqueeze(0)
+    one = predict_scores(m, x, EvalSpec(mode="slide", window=32, stride=21, batch_windows=1), K)
+    many = predict_scores(m, x, EvalSpec(mode="slide", window=32, stride=21, batch_windows=5), K)
+    torch.testing.assert_close(one, many, rtol=1e-4, atol=1e-5)
+
+
+def test_center_crop_pads_rather_than_shrinks():
+    img = torch.randint(0, 256, (3, 375, 500), dtype=torch.uint8)
+    mask = torch.randint(0, K, (375, 500))
+    x, m = center_crop_pair(normalize(img).unsqueeze(0), mask, 513)
+    assert x.shape == (1, 3, 513, 513) and m.shape == (513, 513)
+    # symmetric padding: 138 rows -> 69 above, 69 below; 13 columns -> 6 left, 7 right
+    torch.testing.assert_close(m[69:69 + 375, 6:6 + 500], mask)
+    assert (m != 255).sum() == 375 * 500
+    assert (x[..., :69, :] == 0).all() and (x[..., :, 506:] == 0).all()
+    torch.testing.assert_close(x[0, :, 69:69 + 375, 6:506], normalize(img))
+    # a larger image is cropped at its centre: start floor((size - crop)/2)
+    big = torch.arange(600 * 520).reshape(600, 520) % 7
+    _, mb = center_crop_pair(torch.zeros(1, 3, 600, 520), big, 513)
+    torch.testing.assert_close(mb, big[43:556, 3:516])
+
+
+def test_center_crop_mode_counts_every_labelled_pixel():
+    m = PixelModel()
+    data = dataset([(37, 50)])
+    whole = evaluate(m, data, EvalSpec(mode="whole"), K, "cpu")
+    cc = evaluate(m, data, EvalSpec(mode="center_crop", crop=64), K, "cpu")
+    np.testing.assert_array_equal(whole["confusion_matrix"], cc["confusion_matrix"])
+    assert cc["confusion_matrix"].sum() == int((data[0][1] != 255).sum())
+
+
+def test_evaluate_restores_training_mode_and_accepts_dicts_and_loaders():
+    m = small_model().train()
+    data = dataset([(30, 30), (20, 25)])
+    as_dicts = [{"image": i, "mask": t, "name": "x"} for i, t in data]
+    a = evaluate(m, data, EvalSpec(mode="whole"), K, "cpu")
+    assert m.training
+    b = evaluate(m, as_dicts, EvalSpec(mode="whole"), K, "cpu")
+    loader = torch.utils.data.DataLoader(as_dicts, batch_size=1)
+    c = evaluate(m, loader, EvalSpec(mode="whole"), K, "cpu")
+    np.testing.assert_array_equal(a["confusion_matrix"], b["confusion_matrix"])
+    np.testing.assert_array_equal(a["confusion_matrix"], c["confusion_matrix"])
+    assert set(a) == {"miou", "iou", "confusion_matrix", "num_images", "mode"} and len(a["iou"]) == K
+
+
+def test_sharding_every_image_once():
+    m = PixelModel()
+    data = dataset([(20, 20)] * 5)
+    full = evaluate(m, data, EvalSpec(mode="whole"), K, "cpu")
+    parts = [evaluate(m, data[r::2], EvalSpec(mode="whole"), K, "cpu") for r in range(2)]
+    np.testing.assert_array_equal(full["confusion_matrix"], parts[0]["confusion_matrix"] + parts[1]["confusion_matrix"])
+    with pytest.raises(RuntimeError, match="torch.distributed"):
+        evaluate(m, data, EvalSpec(mode="whole"), K, "cpu", rank=0, world=2)
+
+
+def test_channels_last_model():
+    m = small_model()
+    data = dataset([(33, 41)])
+    ref = evaluate(m, data, EvalSpec(mode="slide", window=24, stride=16), K, "cpu")
+    m = m.to(memory_format=torch.channels_last)
+    out = evaluate(m, data, EvalSpec(mode="slide", window=24, stride=16), K, "cpu")
+    np.testing.assert_array_equal(ref["confusion_matrix"], out["confusion_matrix"])
+
+
+def test_autocast_callable_is_used():
+    calls = []
+
+    def autocast():
+        calls.append(1)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    out = evaluate(PixelModel(), dataset([(16, 16)]), EvalSpec(mode="whole"), K, "cpu", autocast=autocast)
+    assert calls and out["num_images"] == 1
