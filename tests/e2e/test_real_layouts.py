@@ -1,0 +1,83 @@
+"""Training and evaluation through the real VOC and Cityscapes readers, on trees written in the public layouts."""
+
+import pytest
+
+from harness.cli import main
+from harness.evaluation_cli import evaluate_checkpoint
+from harness.plugins import get_plugin_manager
+from harness.runner import RunSpec, execute, run_dir
+from tests.data.layouts import make_protocol, voc_ids, write_cityscapes_tree, write_split_file, write_voc_tree
+
+
+def _register(protocol):
+    registry = get_plugin_manager().protocols
+    if protocol.id not in registry.names():
+        registry.add(protocol)
+    return protocol
+
+
+@pytest.fixture
+def voc(tmp_path):
+    root, splits = tmp_path / "VOC2012", tmp_path / "splits"
+    sizes = {i: (40 + 4 * k, 56 - 2 * k) for k, i in enumerate(voc_ids(16))}
+    entries = write_voc_tree(root, voc_ids(16), sizes=sizes)
+    write_split_file(splits / "labeled.txt", entries[:4], final_newline=False)
+    write_split_file(splits / "unlabeled.txt", entries[4:12])
+    write_split_file(splits / "val.txt", entries[12:])
+    proto = _register(make_protocol(splits, protocol_id="e2e-voc", iterations=4, batch_labeled=2, batch_unlabeled=2,
+                                    crop_size=32, budget={"iterations": 4, "batch_labeled": 2, "batch_unlabeled": 2,
+                                                          "lr": 0.01, "head_lr_mult": 10, "weight_decay": 1e-4,
+                                                          "eval_every": 2},
+                                    model={"backbone": "small", "width": 8, "decoder_channels": 16,
+                                           "pretrained": False, "deep_stem": False}))
+    return proto, root, splits
+
+
+def test_voc_run_and_harness_eval_agree(voc, tmp_path, capsys):
+    proto, root, splits = voc
+    spec = RunSpec(method="supervised", protocol=proto.id, out=str(tmp_path / "runs"), data_root=str(root),
+                   splits_dir=str(splits), progress=False)
+    record = execute(spec)
+    assert record["num_evals"] == 2 and record["final"]["miou"] >= 0
+    again = evaluate_checkpoint(str(run_dir(spec)), splits_dir=str(splits))
+    assert again["miou"] == pytest.approx(record["final"]["miou"], abs=1e-9)
+    assert main(["eval", str(run_dir(spec)), "--splits-dir", str(splits), "--per-class"]) == 0
+    assert "aeroplane" in capsys.readouterr().out
+
+
+def test_cityscapes_run_with_ohem_and_sliding_window(tmp_path):
+    root, splits = tmp_path / "cityscapes", tmp_path / "splits"
+    train = write_cityscapes_tree(root, "train", n=8, size=(32, 64), train_ids=False)  # labelIds only: converted
+    val = write_cityscapes_tree(root, "val", names=["frankfurt_000000_000019", "lindau_000000_000019"],
+                                size=(32, 64))
+    write_split_file(splits / "labeled.txt", train[:3])
+    write_split_file(splits / "unlabeled.txt", train[3:])
+    write_split_file(splits / "val.txt", val, final_newline=False)
+    proto = _register(make_protocol(splits, dataset="cityscapes", protocol_id="e2e-cityscapes", crop_size=32,
+                                    iterations=2, eval={"mode": "slide", "window": 32, "stride": 21},
+                                    supervised_loss={"type": "ohem", "thresh": 0.7, "min_kept": 500, "group": 2},
+                                    model={"backbone": "small", "width": 8, "decoder_channels": 16,
+                                           "pretrained": False, "deep_stem": False}))
+    record = execute(RunSpec(method="supervised", protocol=proto.id, out=str(tmp_path / "runs"),
+                             data_root=str(root), splits_dir=str(splits), progress=False))
+    assert record["eval_mode"] == "slide32" and len(record["final"]["iou"]) == 19
+
+
+def test_data_check_reports_a_corrupt_image(voc, tmp_path, capsys):
+    proto, root, splits = voc
+    assert main(["data", "check", "--protocol", proto.id, "--data-root", str(root), "--splits-dir", str(splits)]) == 0
+    bad = root / "JPEGImages" / f"{voc_ids(16)[13]}.jpg"
+    bad.write_bytes(b"not a jpeg")
+    capsys.readouterr()
+    assert main(["data", "check", "--protocol", proto.id, "--data-root", str(root), "--splits-dir", str(splits)]) == 1
+    assert str(bad) in capsys.readouterr().out
+
+
+def test_missing_data_root_is_a_clear_error(voc, tmp_path, capsys):
+    proto, root, splits = voc
+    code = main(["run", "--method", "supervised", "--protocol", proto.id, "--data-root", str(tmp_path / "nope"),
+                 "--splits-dir", str(splits), "--out", str(tmp_path / "runs")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nope") in err and "--data-root" in err
+    assert not (tmp_path / "runs").exists()
