@@ -21,9 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import records
+from . import distributed, records
+from .distributed import DistInfo
 from .errors import HarnessError, NonFiniteLossError
 from .method import Batch, Method, MethodContext
+
+
+DISTRIBUTED_SUPPORTED = True
 
 
 class StopRequested(Exception):
@@ -112,6 +116,7 @@ class Engine:
     should_stop: Callable[[], bool] | None = None
     progress: bool = True
     channels_last: bool = False
+    dist: DistInfo = DistInfo()
     emit: Callable[[str, dict], None] = lambda event, payload: None
 
     def __post_init__(self) -> None:
@@ -125,6 +130,10 @@ class Engine:
         self._normalize = normalize
         seed_everything(self.seed)
         self.model = build_model(p.model, p.num_classes).to(self.device)
+        if self.dist.enabled:
+            if self.device.type == "cuda":  # batch statistics over the global batch, as the reference code
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            distributed.broadcast_module(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.context = MethodContext(
@@ -135,6 +144,10 @@ class Engine:
             autocast=self.autocast)
         self.method = self.method_cls(self.model, self.method_config, self.context)
         self.method.extra_modules.to(self.device)
+        if self.dist.enabled:
+            distributed.broadcast_module(self.method.extra_modules)
+            # Each rank draws its own augmentations (the model initialisation above is shared).
+            torch.manual_seed(self.seed * 1009 + self.dist.rank)
         b = p.budget
         self.optimizer = build_optimizer(self.model, self.method, b.lr, b.head_lr_mult, b.momentum, b.weight_decay)
         self.val_dataset = build_val_dataset(p, self.data_root, self.split_root)
@@ -142,6 +155,10 @@ class Engine:
         self.eval_every = min(p.eval_every, self.total_steps)
 
     # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
     def autocast(self):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -152,12 +169,15 @@ class Engine:
         return self.run_dir / records.CHECKPOINT
 
     def save_checkpoint(self, state: TrainState) -> None:
+        rng = distributed.gather(rng_state(), self.dist.world) if self.dist.enabled else [rng_state()]
+        if not self.dist.is_main:
+            return
         records.atomic_torch_save({
             "step": state.step,
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(),
+            "rng": rng,  # one state per rank
             "history": state.history,
             "elapsed": state.elapsed,
         }, self.checkpoint_path)
@@ -168,19 +188,22 @@ class Engine:
         self.model.load_state_dict(ckpt["model"])
         self.method.load_state_dict(ckpt["method"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
+        if len(ckpt["rng"]) != self.dist.world:
+            raise HarnessError(f"{self.checkpoint_path} was written by {len(ckpt['rng'])} process(es); resume it "
+                               f"with the same number of processes (now {self.dist.world})")
+        set_rng_state(ckpt["rng"][self.dist.rank])
         return TrainState(step=ckpt["step"], history=ckpt["history"], elapsed=ckpt["elapsed"])
 
     def run_evaluation(self, step: int, train_logs: dict[str, float]) -> dict:
         p = self.protocol
         t0 = time.perf_counter()
-        result = self._evaluate(self.method.eval_model(), self.val_dataset, p.eval, p.num_classes,
-                                self.device, autocast=self.autocast)
+        kw = dict(autocast=self.autocast, rank=self.dist.rank, world=self.dist.world)
+        result = self._evaluate(self.method.eval_model(), self.val_dataset, p.eval, p.num_classes, self.device, **kw)
         entry = {"step": step, "miou": result["miou"], "iou": [float(x) for x in result["iou"]],
                  "train": train_logs, "method": self.method.eval_logs()}
         for name, model in self.method.secondary_eval_models().items():
             entry[f"{name}_miou"] = self._evaluate(model, self.val_dataset, p.eval, p.num_classes, self.device,
-                                                   autocast=self.autocast)["miou"]
+                                                   **kw)["miou"]
         entry["eval_seconds"] = time.perf_counter() - t0
         return entry
 
@@ -194,7 +217,7 @@ class Engine:
         loader = self._build_train_loader(
             self.protocol, self.data_root, self.split_root, seed=self.seed, start_step=state.step,
             crops_unlabeled=self.method_cls.crops_needed(self.method_config), num_workers=self.workers,
-            include_unlabeled=self.method_cls.uses_unlabeled)
+            include_unlabeled=self.method_cls.uses_unlabeled, rank=self.dist.rank, world=self.dist.world)
         batches = iter(loader)
         check_every = 1 if self.device.type == "cpu" else 25  # a finiteness check syncs the GPU
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -202,7 +225,7 @@ class Engine:
         log_count = 0
         session_start, session_steps = time.perf_counter(), 0
         throughput_t0 = session_start
-        bar = tqdm(total=T, initial=state.step, disable=not self.progress, dynamic_ncols=True,
+        bar = tqdm(total=T, initial=state.step, disable=not (self.progress and self.dist.is_main), dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"{self.method_cls.name}")
         lr_now = b.lr
         try:
@@ -219,6 +242,8 @@ class Engine:
                     out = self.method.training_step(labeled, unlabeled, step)
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                if self.dist.enabled:
+                    distributed.average_gradients(self.trainable_parameters, self.dist.world)
                 self.optimizer.step()
                 self.method.after_step(step)
 
@@ -231,7 +256,7 @@ class Engine:
                 session_steps += 1
                 done = step + 1
                 if done % check_every == 0 or done % self.eval_every == 0 or done == T:
-                    if bool(bad):
+                    if (distributed.any_true(bad, self.device) if self.dist.enabled else bool(bad)):
                         raise NonFiniteLossError(self._nonfinite_message(step, out, state))
                 if self.progress and done % 10 == 0:
                     bar.set_postfix(loss=f"{float(log_sums['loss']) / log_count:.3f}", lr=f"{lr_now:.2e}", refresh=False)
@@ -247,20 +272,25 @@ class Engine:
                     state.elapsed += time.perf_counter() - session_start
                     session_start = time.perf_counter()
                     self.save_checkpoint(state)
-                    records.rewrite_metrics(self.run_dir / records.METRICS, state.history)
-                    records.write_status(self.run_dir, "running", step=done, total_steps=T, last_miou=entry["miou"],
-                                         it_per_s=session_steps / max(time.perf_counter() - throughput_t0, 1e-9))
-                    self.emit("eval", {"run_dir": str(self.run_dir), **entry})
-                    bar.write(f"[{self.method_cls.name}] step {done}/{T}  mIoU {entry['miou']:.2f}")
+                    if self.dist.is_main:
+                        records.rewrite_metrics(self.run_dir / records.METRICS, state.history)
+                        records.write_status(self.run_dir, "running", step=done, total_steps=T,
+                                             last_miou=entry["miou"], world_size=self.dist.world,
+                                             it_per_s=session_steps / max(time.perf_counter() - throughput_t0, 1e-9))
+                        self.emit("eval", {"run_dir": str(self.run_dir), **entry})
+                        bar.write(f"[{self.method_cls.name}] step {done}/{T}  mIoU {entry['miou']:.2f}")
                     if done == T:
                         break
                 stop = (self.stop_after is not None and session_steps >= self.stop_after) or (
                     self.should_stop is not None and self.should_stop())
+                if self.dist.enabled:  # every rank must take the same branch (collectives follow)
+                    stop = distributed.any_true(stop, self.device)
                 if stop:
                     state.step = done
                     state.elapsed += time.perf_counter() - session_start
                     self.save_checkpoint(state)
-                    records.write_status(self.run_dir, "stopped", step=done, total_steps=T)
+                    if self.dist.is_main:
+                        records.write_status(self.run_dir, "stopped", step=done, total_steps=T)
                     raise StopRequested(done)
         finally:
             bar.close()

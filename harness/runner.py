@@ -157,7 +157,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, split_root: Path,
-                     pretrained_source: str) -> dict[str, Any]:
+                     pretrained_source: str, world_size: int = 1) -> dict[str, Any]:
     p = r.protocol
     return {
         "method": {"name": r.method.name, "distribution": r.method.distribution, "version": r.method.version,
@@ -168,7 +168,7 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "settings_hash": settings_hash(r.spec.overrides),
         "total_steps": r.total_steps,
         "iters_per_epoch": p.iters_per_epoch,
-        "world_size": 1,
+        "world_size": world_size,
         "global_batch": {"labeled": p.budget.batch_labeled,
                          "unlabeled": p.budget.batch_unlabeled if r.method.cls.uses_unlabeled else 0},
         "lr_scaled": False,
@@ -195,6 +195,7 @@ def default_workers(device: torch.device) -> int:
 
 def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train (or resume) one run and return its record. A finished run is returned as is unless ``force``."""
+    from . import distributed
     from .data.roots import prepare_data
     from .engine import Engine
 
@@ -204,10 +205,11 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
     if record_path.exists() and not spec.force:
         raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
                            f"again from scratch (its files are replaced)")
-    if spec.force and out_dir.exists():
+    dist, device = distributed.setup(resolve_device(spec.device))
+    if spec.force and out_dir.exists() and dist.is_main:
         shutil.rmtree(out_dir)
-    device = resolve_device(spec.device)
     data_root, split_root = prepare_data(r.protocol, spec.data_root, spec.splits_dir)
+    distributed.barrier()
     out_dir.mkdir(parents=True, exist_ok=True)
     pm = get_plugin_manager()
     engine = Engine(run_dir=out_dir, protocol=r.protocol, method_cls=r.method.cls, method_config=r.config,
@@ -215,8 +217,9 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
                     total_steps=r.total_steps,
                     workers=default_workers(device) if spec.workers is None else spec.workers,
                     stop_after=spec.stop_after, should_stop=should_stop, progress=spec.progress,
-                    channels_last=bool(r.options.get("channels_last", False)), emit=pm.emit)
-    doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"))
+                    channels_last=bool(r.options.get("channels_last", False)), dist=dist, emit=pm.emit)
+    doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"),
+                           dist.world)
     config_path = out_dir / records.CONFIG
     if (out_dir / records.CHECKPOINT).exists() and config_path.exists():
         old = records.read_json(config_path)
@@ -226,25 +229,30 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
                                f"(compare {config_path} with this run); pass --force to start it again")
         doc["resumed_from_step"] = torch.load(out_dir / records.CHECKPOINT, map_location="cpu",
                                               weights_only=False)["step"]
-    records.write_json(config_path, doc)
-    records.write_status(out_dir, "running", step=0, total_steps=r.total_steps)
-    pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol, "seed": spec.seed})
+    if dist.is_main:
+        records.write_json(config_path, doc)
+        records.write_status(out_dir, "running", step=0, total_steps=r.total_steps)
+        pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
+                          "seed": spec.seed})
     try:
         state = engine.fit()
     except Exception as exc:
         from .engine import StopRequested
         if isinstance(exc, StopRequested):
             raise
-        tb = traceback.format_exc()
-        records.write_status(out_dir, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb[-4000:],
-                             total_steps=r.total_steps)
-        pm.emit("fail", {"run_dir": str(out_dir), "error": str(exc)})
+        if dist.is_main:
+            tb = traceback.format_exc()
+            records.write_status(out_dir, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb[-4000:],
+                                 total_steps=r.total_steps)
+            pm.emit("fail", {"run_dir": str(out_dir), "error": str(exc)})
         raise
     record = build_record(r, state, out_dir, device, doc)
-    records.write_json(record_path, record)
-    records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
-                         last_miou=record["final"]["miou"])
-    pm.emit("finish", {"run_dir": str(out_dir), **record})
+    if dist.is_main:
+        records.write_json(record_path, record)
+        records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
+                             last_miou=record["final"]["miou"])
+        pm.emit("finish", {"run_dir": str(out_dir), **record})
+    distributed.barrier()
     return record
 
 
@@ -273,6 +281,7 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
                         "note": "selected on the evaluation set; optimistic"},
         "num_evals": len(state.history),
         "wall_time_s": state.elapsed,
+        "world_size": doc["world_size"],
         "device": str(device),
         "device_hours": hours * (1 if device.type == "cuda" else 0),
         "pretrained_source": doc["pretrained_source"],

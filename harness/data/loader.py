@@ -114,23 +114,30 @@ class TrainStreams:
         base = step * b
         return [(int(perm[within * b + j]), base + j) for j in range(b)]
 
-    def keys(self, step: int) -> list[SampleKey]:
-        return ([(LABELED, i, p) for i, p in self.labeled(step)]
-                + [(UNLABELED, i, p) for i, p in self.unlabeled(step)])
+    def keys(self, step: int, rank: int = 0, world: int = 1) -> list[SampleKey]:
+        """Sample keys of ``step``; with ``world`` > 1 the contiguous share of ``rank`` of each global batch."""
+        lab = [(LABELED, i, p) for i, p in self.labeled(step)]
+        unl = [(UNLABELED, i, p) for i, p in self.unlabeled(step)]
+        if world > 1:
+            lab = lab[rank * len(lab) // world:(rank + 1) * len(lab) // world]
+            unl = unl[rank * len(unl) // world:(rank + 1) * len(unl) // world]
+        return lab + unl
 
 
 class StepBatchSampler(Sampler):
     """Yields, per step from ``start_step`` (to ``stop_step`` or endlessly), the list of sample keys."""
 
-    def __init__(self, streams: TrainStreams, start_step: int = 0, stop_step: int | None = None):
+    def __init__(self, streams: TrainStreams, start_step: int = 0, stop_step: int | None = None,
+                 rank: int = 0, world: int = 1):
         if start_step < 0:
             raise ValueError(f"start_step must be ≥ 0, got {start_step}")
         self.streams, self.start_step, self.stop_step = streams, start_step, stop_step
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         steps = itertools.count(self.start_step) if self.stop_step is None else range(self.start_step, self.stop_step)
         for step in steps:
-            yield self.streams.keys(step)
+            yield self.streams.keys(step, self.rank, self.world)
 
     def __len__(self) -> int:
         if self.stop_step is None:
@@ -196,15 +203,18 @@ class TrainLoader:
 
     def __init__(self, samples: TrainSamples, streams: TrainStreams, start_step: int = 0,
                  stop_step: int | None = None, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int | None = None):
+                 prefetch_factor: int | None = None, rank: int = 0, world: int = 1):
         self.samples, self.streams = samples, streams
         self.start_step, self.stop_step = start_step, stop_step
-        self.batch_sampler = StepBatchSampler(streams, start_step, stop_step)
+        self.batch_sampler = StepBatchSampler(streams, start_step, stop_step, rank, world)
         kwargs = {}
         if num_workers > 0:
             kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor or 2)
+        # A private generator: creating an iterator draws a base seed from it, which would otherwise come from
+        # torch's global RNG and shift the methods' random draws between a resumed and an uninterrupted run.
         self.loader = DataLoader(samples, batch_sampler=self.batch_sampler, num_workers=num_workers,
-                                 collate_fn=collate_step, pin_memory=pin_memory, **kwargs)
+                                 collate_fn=collate_step, pin_memory=pin_memory, generator=torch.Generator(),
+                                 **kwargs)
 
     def __iter__(self) -> Iterator[tuple[dict, dict | None]]:
         return iter(self.loader)
@@ -216,13 +226,18 @@ class TrainLoader:
 def build_train_loader(protocol: Protocol, data_root: str | Path | None, split_root: str | Path, seed: int,
                        start_step: int = 0, crops_unlabeled: int = 1, num_workers: int = 0, cache: bool = False,
                        stop_step: int | None = None, pin_memory: bool = False, check_files: bool = True,
-                       include_unlabeled: bool = True) -> TrainLoader:
+                       include_unlabeled: bool = True, rank: int = 0, world: int = 1) -> TrainLoader:
     """The training stream of ``protocol`` (split files verified against their checksums; lists disjoint).
 
     ``include_unlabeled=False`` (methods that ignore unlabeled data): ``unlabeled`` is None and no
     unlabeled image is read; the labeled batches are the same as with unlabeled data.
-    ``stop_step``: end before this step (default: endless).
+    ``stop_step``: end before this step (default: endless). ``rank``/``world``: each rank reads its
+    contiguous share of every global batch (both batch sizes must be divisible by ``world``).
     """
+    b = protocol.budget
+    if world > 1 and (b.batch_labeled % world or (include_unlabeled and b.batch_unlabeled % world)):
+        raise DataError(f"protocol {protocol.id}: global batch {b.batch_labeled} + {b.batch_unlabeled} cannot be "
+                        f"split evenly over {world} processes")
     root = resolve_data_root(protocol.dataset, data_root)
     splits = load_protocol_splits(protocol, split_root)
     if not include_unlabeled:
@@ -240,7 +255,7 @@ def build_train_loader(protocol: Protocol, data_root: str | Path | None, split_r
     streams = TrainStreams(seed, len(labeled), protocol.budget.batch_labeled,
                            len(unlabeled) if unlabeled is not None else 0, protocol.budget.batch_unlabeled)
     samples = TrainSamples(labeled, unlabeled, protocol.crop_size, seed, crops_unlabeled)
-    return TrainLoader(samples, streams, start_step, stop_step, num_workers, pin_memory)
+    return TrainLoader(samples, streams, start_step, stop_step, num_workers, pin_memory, rank=rank, world=world)
 
 
 # ----------------------------------------------------------------------------------------------- validation
