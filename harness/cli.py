@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def cmd_run(args) -> int:
         record = execute(spec)
     except StopRequested as stop:
         print(f"stopped after step {stop.step}; rerun the same command to resume", file=sys.stderr)
+        return 0
+    if os.environ.get("RANK", "0") != "0":  # one summary per multi-process run
         return 0
     sec = "".join(f"  {k.replace('_miou', '')} {v:.2f}" for k, v in record["final"].items() if k.endswith("_miou"))
     print(f"{record['method']} on {record['protocol']} seed {record['seed']}: final mIoU {record['final']['miou']:.2f}"
@@ -96,6 +99,48 @@ def cmd_data(args) -> int:
     raise AssertionError(args.action)
 
 
+def _load_results(sources):
+    from .results import load_results
+
+    rs = load_results(sources, warn=False)
+    for w in rs.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return rs
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_table(args) -> int:
+    from .tables import build_per_class, build_table, load_reported, render
+
+    rs = _load_results(args.sources)
+    if args.per_class:
+        table = build_per_class(rs, args.per_class, metric=args.metric, methods=args.methods)
+    else:
+        reported = load_reported(args.reported_dir) if args.reported else None
+        table = build_table(rs, metric=args.metric, delta=args.delta, reported=reported, methods=args.methods,
+                            protocols=args.protocols, show_partial=args.partial, all_reported=args.all_reported)
+    _emit(render(table, args.format), args.out)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot
+
+    rs = _load_results(args.sources)
+    path = plot(rs, args.kind, args.out, protocol=args.protocol, methods=args.method, protocols=args.protocols,
+                metric=args.metric, per_run=args.per_run)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +187,38 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("prepare-cityscapes", help="write *_labelTrainIds.png from the official *_labelIds.png")
     d.add_argument("--data-root", required=True)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("table", help="paper-style table of finished runs (mean ± std over seeds, reported rows)")
+    p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST",
+                   help="results folder(s) searched for record.json, or a grid manifest")
+    p.add_argument("--metric", choices=["final", "best"], default="final",
+                   help="final checkpoint (default) or best-on-val (selected on the evaluation set)")
+    p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
+    p.add_argument("--delta", action="store_true", help="show Δ vs the supervised row of the same protocol")
+    p.add_argument("--per-class", metavar="PROTOCOL", help="per-class IoU table of one protocol instead")
+    p.add_argument("--reported", action=argparse.BooleanOptionalAction, default=True,
+                   help="add matching reported reference rows from benchmarks/reported (default: on)")
+    p.add_argument("--reported-dir", help="folder of reported-number CSVs (default: benchmarks/reported)")
+    p.add_argument("--all-reported", action="store_true",
+                   help="also show reported log rows with non-default hyper-parameters")
+    p.add_argument("--partial", action="store_true",
+                   help="show cells with fewer seeds than usual (marked †) instead of —")
+    p.add_argument("--methods", nargs="+", metavar="M", help="only these methods (shell patterns allowed)")
+    p.add_argument("--protocols", nargs="+", metavar="P", help="only these protocols (shell patterns allowed)")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot", help="plots of finished runs (PNG; needs matplotlib, the 'plot' extra)")
+    p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST")
+    p.add_argument("--kind", required=True, choices=["miou-vs-labels", "curves", "per-class"])
+    p.add_argument("--protocol", help="protocol (curves, per-class; required when several are present)")
+    p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels: only these protocols")
+    p.add_argument("--method", action="append", metavar="M",
+                   help="only this method (repeatable; curves take one)")
+    p.add_argument("--metric", choices=["final", "best"], default="final")
+    p.add_argument("--per-run", action="store_true", help="curves: one line per seed instead of mean ± std band")
+    p.add_argument("--out", required=True, help="output image, e.g. plot.png")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

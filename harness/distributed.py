@@ -75,6 +75,19 @@ def average_gradients(params: Iterable[torch.nn.Parameter], world: int) -> None:
             offset += n
 
 
+def average_buffers(module: torch.nn.Module, world: int) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) so every rank holds the same model."""
+    bufs = [b for b in module.buffers() if b.is_floating_point()]
+    if bufs:
+        flat = torch.cat([b.reshape(-1) for b in bufs])
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for b in bufs:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+
 def any_true(flag: bool | torch.Tensor, device: torch.device) -> bool:
     """True on every rank if it is true on any rank (for stop requests and non-finite losses)."""
     t = torch.as_tensor(flag, dtype=torch.float32, device=device).reshape(1).clone()

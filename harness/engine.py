@@ -245,6 +245,9 @@ class Engine:
                 if self.dist.enabled:
                     distributed.average_gradients(self.trainable_parameters, self.dist.world)
                 self.optimizer.step()
+                if self.dist.enabled and self.device.type != "cuda":
+                    # No SyncBatchNorm off GPU: keep the ranks' running statistics identical instead.
+                    distributed.average_buffers(self.model, self.dist.world)
                 self.method.after_step(step)
 
                 loss = out.loss.detach()
