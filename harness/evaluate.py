@@ -13,9 +13,7 @@ Every val image is evaluated once, batch 1, no flipping. With ``world`` > 1 rank
 * ``center_crop``: pad symmetrically to at least crop × crop (⌊pad/2⌋ before; image 0 after normalisation,
   mask 255), then the central crop × crop region (start ⌊(size − crop)/2⌋).
 
-Images arrive as uint8 3×H×W RGB and are normalised with the ImageNet mean/std of
-``harness.data.transforms`` when that module provides ``IMAGENET_MEAN``/``IMAGENET_STD``, else with the local
-constants below (same values).
+Images arrive as uint8 3×H×W RGB and are normalised with ``harness.data.transforms.normalize``.
 """
 
 from __future__ import annotations
@@ -24,26 +22,16 @@ import contextlib
 import math
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .data.transforms import normalize
 from .metrics import IGNORE_INDEX, ConfusionMatrix
 from .protocols import EvalSpec
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "window_starts", "windows", "normalize", "predict_scores",
-           "center_crop_pair", "evaluate"]
-
-try:  # the data engineer's constants, if present (0–1 or 0–255 scale both handled)
-    from .data.transforms import IMAGENET_MEAN as _MEAN, IMAGENET_STD as _STD  # type: ignore
-    IMAGENET_MEAN = tuple(float(v) for v in _MEAN)
-    IMAGENET_STD = tuple(float(v) for v in _STD)
-except (ImportError, AttributeError):  # pragma: no cover - depends on the checkout state
-    IMAGENET_MEAN = (0.485, 0.456, 0.406)
-    IMAGENET_STD = (0.229, 0.224, 0.225)
-
+__all__ = ["window_starts", "windows", "normalize", "predict_scores", "center_crop_pair", "evaluate"]
 
 # --- window arithmetic ------------------------------------------------------------------------------
 
@@ -74,15 +62,6 @@ def windows(height: int, width: int, window: int, stride: int,
 
 
 # --- inference --------------------------------------------------------------------------------------
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """uint8 (…)×3×H×W RGB → float ImageNet-normalised tensor."""
-    scale = 255.0 if max(IMAGENET_MEAN) <= 1.0 else 1.0
-    x = image.float() / scale
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).reshape(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).reshape(3, 1, 1)
-    return (x - mean) / std
-
 
 def _forward(model: nn.Module, x: torch.Tensor, autocast: Callable[[], Any] | None,
              memory_format: torch.memory_format) -> torch.Tensor:
@@ -130,44 +109,13 @@ def center_crop_pair(x: torch.Tensor, mask: torch.Tensor, crop: int) -> tuple[to
 
 # --- data plumbing ----------------------------------------------------------------------------------
 
-_IMAGE_KEYS = ("image", "raw", "img")
-_MASK_KEYS = ("mask", "label", "gt", "target")
-
-
-def _unpack(item: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 image …×3×H×W, mask …×H×W) from a tuple/list ``(image, mask, …)`` or a dict."""
-    if isinstance(item, dict):
-        image = next((item[k] for k in _IMAGE_KEYS if k in item), None)
-        mask = next((item[k] for k in _MASK_KEYS if k in item), None)
-        if image is None or mask is None:
-            raise TypeError(f"evaluation item has keys {sorted(item)}; expected one of {_IMAGE_KEYS} "
-                            f"and one of {_MASK_KEYS}")
-    elif isinstance(item, (tuple, list)) and len(item) >= 2:
-        image, mask = item[0], item[1]
-    else:
-        raise TypeError(f"evaluation item must be (image, mask, ...) or a dict, got {type(item).__name__}")
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image))
-        if image.dim() == 3 and image.shape[-1] == 3 and image.shape[0] != 3:
-            image = image.permute(2, 0, 1)
-    if isinstance(mask, np.ndarray):
-        mask = torch.from_numpy(np.ascontiguousarray(mask))
-    if image.dtype != torch.uint8:
-        raise TypeError(f"evaluation images must be uint8 3×H×W RGB (normalised here), got dtype {image.dtype}")
+def _pairs(item: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 3×H×W image, H×W mask) from a dataset item ``(image, mask, ...)``."""
+    image, mask = item[0], item[1]
+    if image.dtype != torch.uint8 or image.dim() != 3:
+        raise TypeError(f"evaluation images must be uint8 3×H×W RGB (normalised here), got {image.dtype} "
+                        f"{tuple(image.shape)}")
     return image, mask
-
-
-def _images(item: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """One or more (3×H×W image, H×W mask) pairs (a loader may yield batches)."""
-    image, mask = _unpack(item)
-    if image.dim() == 3:
-        yield image, mask.reshape(mask.shape[-2:])
-    elif image.dim() == 4:
-        mask = mask.reshape(image.shape[0], *mask.shape[-2:])
-        for i in range(image.shape[0]):
-            yield image[i], mask[i]
-    else:
-        raise TypeError(f"evaluation image must be 3×H×W (or B×3×H×W), got shape {tuple(image.shape)}")
 
 
 def _first(batch: Sequence[Any]) -> Any:
@@ -202,8 +150,8 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
     """Evaluate ``model`` on every image once and return the dataset-level result.
 
     ``dataset_or_loader``: a map-style dataset (``len`` and ``[i]``, sharded here as ``rank::world``) whose items
-    are ``(image, mask, ...)`` or dicts with ``image``/``mask`` (uint8 3×H×W RGB, mask H×W with 255 = ignore);
-    or a DataLoader, iterated as is (already sharded by the caller). ``autocast``: a callable returning a
+    are ``(image, mask, ...)`` (uint8 3×H×W RGB, mask H×W with 255 = ignore), or a loader of such items with
+    batch 1 collated by ``_first``, iterated as is (already sharded by the caller). ``autocast``: a callable returning a
     context manager (e.g. ``MethodContext.autocast``) or None. With ``world`` > 1 torch.distributed must be
     initialised; the confusion matrices and image counts are summed over ranks.
 
@@ -223,17 +171,16 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
     try:
         with torch.no_grad():
             for item in _shard(dataset_or_loader, rank, world, num_workers):
-                for image, mask in _images(item):
-                    x = normalize(image.to(device, non_blocking=True)).unsqueeze(0)
-                    mask = mask.to(device, dtype=torch.int64, non_blocking=True)
-                    if mask.shape != x.shape[-2:]:
-                        raise ValueError(f"mask shape {tuple(mask.shape)} differs from image size "
-                                         f"{tuple(x.shape[-2:])}")
-                    if eval_spec.mode == "center_crop":
-                        x, mask = center_crop_pair(x, mask, eval_spec.crop)
-                    scores = predict_scores(model, x, eval_spec, num_classes, autocast, fmt)
-                    cm.update(scores.argmax(dim=0), mask)
-                    count += 1
+                image, mask = _pairs(item)
+                x = normalize(image.to(device, non_blocking=True)).unsqueeze(0)
+                mask = mask.to(device, dtype=torch.int64, non_blocking=True)
+                if mask.shape != x.shape[-2:]:
+                    raise ValueError(f"mask shape {tuple(mask.shape)} differs from image size {tuple(x.shape[-2:])}")
+                if eval_spec.mode == "center_crop":
+                    x, mask = center_crop_pair(x, mask, eval_spec.crop)
+                scores = predict_scores(model, x, eval_spec, num_classes, autocast, fmt)
+                cm.update(scores.argmax(dim=0), mask)
+                count += 1
     finally:
         model.train(was_training)
     if world > 1:
