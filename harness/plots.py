@@ -1,0 +1,203 @@
+"""Plots of a result set (PNG through matplotlib's Agg canvas; matplotlib is the optional ``plot`` extra).
+
+- ``miou_vs_labels``: mIoU against the number of labeled images (log x), one line per method / settings variant,
+  error bars = sample std over seeds; one panel per (dataset, split family).
+- ``training_curves``: mIoU over steps, training losses and method signals (e.g. iMAS ``h_mean``, ``rho_t``),
+  per run or as the mean over seeds with a ± std band.
+- ``per_class_bars``: per-class IoU bars of one protocol, error bars = std over seeds.
+
+No pyplot state is touched: figures are ``matplotlib.figure.Figure`` objects saved directly.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import HarnessError
+from .results import ResultSet, aggregate, curves, filter_runs, per_class
+from .tables import (BEST_TITLE, DATASET_ORDER, FAMILY_ORDER, METHOD_ORDER, _order, family_label, method_label,
+                     overrides_label)
+
+KINDS = ("miou-vs-labels", "curves", "per-class")
+
+
+def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.2)):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise HarnessError("plots need matplotlib: pip install 'ssseg-harness[plot]'") from None
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, format=out.suffix.lstrip(".") or "png")
+    return out
+
+
+def _variant_label(method: str, settings_hash: str, overrides: dict[str, Any]) -> str:
+    extra = overrides_label(overrides, settings_hash)
+    return method_label(method) + (f" [{extra}]" if extra else "")
+
+
+def _one_protocol(runs: pd.DataFrame, protocol: str | None) -> str:
+    present = sorted(runs["protocol"].unique())
+    if protocol:
+        if protocol not in present:
+            raise HarnessError(f"no finished run of protocol '{protocol}'; present: {', '.join(present) or 'none'}")
+        return protocol
+    if len(present) != 1:
+        raise HarnessError(f"these results hold several protocols ({', '.join(present)}); choose one with --protocol")
+    return present[0]
+
+
+def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", methods: list[str] | None = None,
+                   protocols: list[str] | None = None) -> Path:
+    runs = filter_runs(rs.runs, methods, protocols)
+    if runs.empty:
+        raise HarnessError("no finished runs to plot")
+    agg = aggregate(runs, metric)
+    groups = sorted({(a.dataset, a.family) for a in agg.itertuples()},
+                    key=lambda g: (_order(g[0], DATASET_ORDER), _order(g[1], FAMILY_ORDER)))
+    fig, axes = _figure(1, len(groups))
+    for ax, (ds, fam) in zip(axes[0], groups):
+        sub = agg[(agg["dataset"] == ds) & (agg["family"] == fam)]
+        variants = sub.drop_duplicates(["method", "settings_hash"])
+        variants = sorted(variants.itertuples(), key=lambda v: (_order(v.method, METHOD_ORDER),
+                                                               v.settings_hash != "default"))
+        for v in variants:
+            pts = sub[(sub["method"] == v.method) & (sub["settings_hash"] == v.settings_hash)]
+            pts = pts.groupby("labeled", as_index=False).agg(mean=("mean", "mean"), std=("std", "max"),
+                                                             n=("n", "min")).sort_values("labeled")
+            err = pts["std"].fillna(0.0)
+            ns = sorted(set(pts["n"]))
+            nlab = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+            ax.errorbar(pts["labeled"], pts["mean"], yerr=err, marker="o", capsize=3,
+                        label=f"{_variant_label(v.method, v.settings_hash, v.overrides)} ({nlab})")
+        labeled = sorted(set(sub["labeled"]))
+        ax.set_xscale("log")
+        ax.set_xticks(labeled)
+        ax.set_xticklabels([str(x) for x in labeled])
+        ax.minorticks_off()
+        ax.set_xlabel("labeled images (log scale)")
+        ax.set_ylabel("mIoU (%)" + (f" — {BEST_TITLE}" if metric == "best" else ", final checkpoint"))
+        ax.set_title(f"{ds}: {family_label(fam)}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("mIoU vs labeled images (mean ± std over seeds)", fontsize=11)
+    return _save(fig, out)
+
+
+def _signal_groups(df: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    miou = ["miou"] + sorted(c for c in df.columns if c.endswith("_miou"))
+    losses = sorted(c for c in df.columns if c.startswith("train.") and c != "train.lr"
+                    and df[c].notna().any())
+    method = sorted(c for c in df.columns if c.startswith("method.") and df[c].notna().any())
+    out = [("mIoU (%)", [c for c in miou if c in df.columns and df[c].notna().any()])]
+    if losses:
+        out.append(("training losses (mean since the previous evaluation)", losses))
+    if method:
+        out.append(("method signals", method))
+    return out
+
+
+def training_curves(rs: ResultSet, out: str | Path, protocol: str | None = None, method: str | None = None,
+                    per_run: bool = False) -> Path:
+    runs = rs.runs
+    if method:
+        runs = filter_runs(runs, [method], None)
+        if runs.empty:
+            raise HarnessError(f"no finished run of method '{method}'")
+    pid = _one_protocol(runs, protocol)
+    runs = runs[runs["protocol"] == pid]
+    df = curves(runs)
+    if df.empty:
+        raise HarnessError(f"no metrics.jsonl evaluations found for {pid} (runs: {len(runs)})")
+    groups = _signal_groups(df)
+    fig, axes = _figure(1, len(groups), size=(5.6, 4.0))
+    styles = ["-", "--", ":", "-."]
+    variants = sorted(df.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash"]].itertuples(
+        index=False), key=lambda v: (_order(v.method, METHOD_ORDER), v.settings_hash != "default"))
+    over = {(r.method, r.settings_hash): r.overrides for r in runs.itertuples()}
+    cmap = [f"C{i}" for i in range(10)]
+    for ax, (title, keys) in zip(axes[0], groups):
+        for vi, v in enumerate(variants):
+            color = cmap[vi % 10]
+            sub = df[(df["method"] == v.method) & (df["settings_hash"] == v.settings_hash)]
+            name = _variant_label(v.method, v.settings_hash, over.get((v.method, v.settings_hash), {}))
+            for ki, key in enumerate(keys):
+                if key not in sub.columns or sub[key].isna().all():
+                    continue
+                short = key.split(".", 1)[-1]
+                ls = styles[ki % len(styles)]
+                seeds = sorted(sub["seed"].unique())
+                if per_run or len(seeds) == 1:
+                    for si, s in enumerate(seeds):
+                        one = sub[sub["seed"] == s].sort_values("step")
+                        ax.plot(one["step"], one[key], ls, color=color, alpha=0.9 if len(seeds) == 1 else 0.6,
+                                label=f"{name}: {short}" + (f" seed {s}" if len(seeds) > 1 else "")
+                                if si == 0 or len(seeds) > 1 else None)
+                else:
+                    g = sub.groupby("step")[key].agg(["mean", "std", "count"]).sort_index()
+                    ax.plot(g.index, g["mean"], ls, color=color, label=f"{name}: {short} (mean of {len(seeds)})")
+                    sd = g["std"].fillna(0.0)
+                    ax.fill_between(g.index, g["mean"] - sd, g["mean"] + sd, color=color, alpha=0.15, linewidth=0)
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Training curves — {pid}" + ("" if per_run else " (mean ± std over seeds)"), fontsize=11)
+    return _save(fig, out)
+
+
+def per_class_bars(rs: ResultSet, out: str | Path, protocol: str | None = None, methods: list[str] | None = None,
+                   metric: str = "final") -> Path:
+    runs = filter_runs(rs.runs, methods, None)
+    pid = _one_protocol(runs, protocol)
+    df, classes = per_class(runs, pid, metric)
+    df = df.assign(_o=[_order(m, METHOD_ORDER) for m in df["method"]]).sort_values(["_o", "settings_hash"])
+    k = len(df)
+    fig, axes = _figure(1, 1, size=(max(6.4, 0.45 * len(classes) * max(1, k) ** 0.5 + 2), 4.4))
+    ax = axes[0][0]
+    width = 0.8 / max(1, k)
+    xs = list(range(len(classes)))
+    for i, r in enumerate(df.to_dict("records")):
+        vals = [r[c] for c in classes]
+        errs = [0.0 if not math.isfinite(r.get(f"{c} std", math.nan)) else r[f"{c} std"] for c in classes]
+        pos = [x - 0.4 + width * (i + 0.5) for x in xs]
+        ax.bar(pos, [v if math.isfinite(v) else 0.0 for v in vals], width, yerr=errs, capsize=2,
+               label=f"{_variant_label(r['method'], r['settings_hash'], r['overrides'])} "
+                     f"(mIoU {r['mIoU']:.2f}, n={r['n']})")
+        for p, v in zip(pos, vals):
+            if not math.isfinite(v):
+                ax.text(p, 1, "—", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    what = "final checkpoint" if metric == "final" else BEST_TITLE
+    ax.set_title(f"Per-class IoU — {pid} ({what}; mean ± std over seeds; — = class absent)", fontsize=10)
+    return _save(fig, out)
+
+
+def plot(rs: ResultSet, kind: str, out: str | Path, protocol: str | None = None, methods: list[str] | None = None,
+         protocols: list[str] | None = None, metric: str = "final", per_run: bool = False) -> Path:
+    if kind == "miou-vs-labels":
+        return miou_vs_labels(rs, out, metric, methods, protocols or ([protocol] if protocol else None))
+    if kind == "curves":
+        if methods and len(methods) > 1:
+            raise HarnessError("--kind curves takes one --method (or none for every method)")
+        return training_curves(rs, out, protocol, methods[0] if methods else None, per_run)
+    if kind == "per-class":
+        return per_class_bars(rs, out, protocol, methods, metric)
+    raise HarnessError(f"unknown plot kind '{kind}'; expected one of {', '.join(KINDS)}")

@@ -1,0 +1,754 @@
+"""Paper-style tables: methods × protocols (grouped by dataset and split family), per-class IoU, Δ vs supervised,
+and reported reference rows; rendered as Markdown, LaTeX (booktabs) or CSV.
+
+Reporting rules (``benchmarks.md`` §4, §8; ``reported.md``):
+
+- one column group per (dataset, split family), named in the caption; columns ordered by labeled count;
+- cells are mean ± sample std (n − 1) over seeds with n, e.g. ``72.31 ± 0.84 (3)``; a single run shows no ±;
+- the headline is the final checkpoint; ``metric="best"`` uses best-on-val and titles every column
+  "best-on-val (selected on the evaluation set)";
+- a row × column without a finished run, or with fewer seeds than the table's usual n, is "—" with a note;
+- reported numbers appear only as marked reference rows, only where backbone, crop, split family and evaluation
+  mode match the column; never for the synthetic dataset; never an S4MIM row;
+- rows of ``s4mim`` / ``combined`` are named as harness interpretations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import HarnessError
+from .results import ResultSet, aggregate, canonical, filter_runs, per_class
+
+REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone", "crop", "os", "eval_mode",
+                    "selection", "source_type", "source", "note"]
+
+METHOD_NAMES = {
+    "supervised": "Supervised",
+    "mean_teacher": "Mean Teacher",
+    "fixmatch": "FixMatch",
+    "unimatch": "UniMatch",
+    "imas": "iMAS",
+    "s4mim": "S4MIM (harness interpretation)",
+    "combined": "combined (iMAS + S4MIM, harness interpretation)",
+}
+METHOD_ORDER = ["supervised", "mean_teacher", "fixmatch", "unimatch", "imas", "s4mim", "combined"]
+INTERPRETATION_NOTES = {
+    "s4mim": "S4MIM (harness interpretation): only the paper's abstract is available and no code was released; "
+             "the MIM terms are the harness's documented interpretation (specs/s4mim.md), not the authors' method. "
+             "No published S4MIM numbers exist.",
+    "combined": "combined (iMAS + S4MIM, harness interpretation): a harness-defined method (specs/combined.md); "
+                "no paper defines it, and its S4MIM terms are the harness's interpretation.",
+}
+DATASET_ORDER = ["voc", "cityscapes", "synthetic"]
+FAMILY_ORDER = ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "cityscapes-st++", "synthetic"]
+FAMILY_NAMES = {
+    "voc-classic": "VOC classic (labeled ⊂ fine 1,464)",
+    "voc-blended": "VOC blended, CPS-style lists",
+    "voc-u2pl": "VOC blended, U2PL-style lists",
+    "cityscapes": "Cityscapes (CPS lists)",
+    "cityscapes-st++": "Cityscapes 1/30 (ST++ list)",
+    "synthetic": "synthetic",
+}
+BEST_TITLE = "best-on-val (selected on the evaluation set)"
+SUPERVISED_REPORTED = {"SupBaseline", "SupOnly"}
+
+
+def method_label(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def overrides_label(overrides: dict[str, Any], settings_hash: str) -> str:
+    if settings_hash == "default":
+        return ""
+    if not overrides:
+        return f"settings {settings_hash}"
+    return ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+
+
+def family_label(family: str) -> str:
+    return FAMILY_NAMES.get(family, family)
+
+
+def eval_label(mode: str) -> str:
+    if mode == "whole":
+        return "whole image"
+    m = re.fullmatch(r"slide(\d+)(_truncated)?", mode)
+    if m:
+        return f"sliding window {m.group(1)}" + (" (border windows truncated)" if m.group(2) else "")
+    return mode.replace("_", " ")
+
+
+def backbone_label(b: str) -> str:
+    return {"resnet101": "ResNet-101", "resnet50": "ResNet-50", "small": "small CPU backbone"}.get(b, b)
+
+
+def _order(value: str, order: list[str]) -> tuple[int, str]:
+    return (order.index(value), value) if value in order else (len(order), value)
+
+
+# --------------------------------------------------------------------------- table model
+
+
+@dataclass
+class Column:
+    id: str
+    dataset: str = ""
+    family: str = ""
+    labeled: int = 0
+    eval_mode: str = ""
+    backbone: str = ""
+    crop_size: Any = ""
+    header: str = ""
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return (self.dataset, self.family)
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    kind: str = "harness"  # harness | reference
+    method: str = ""
+    settings_hash: str = "default"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # reference rows: where the number comes from
+    selection: str = ""  # reference rows: the selection rule
+
+
+@dataclass
+class Cell:
+    text: str = "—"
+    state: str = "ok"  # ok | missing | partial | baseline | empty
+    mean: float = math.nan
+    std: float = math.nan
+    n: int = 0
+    value: float = math.nan  # what is compared for the best mark (Δ in the delta view)
+    best: bool = False
+    note: str = ""
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[Column]
+    rows: list[Row]
+    cells: dict[tuple[str, str], Cell]
+    caption: list[str]
+    notes: list[str]
+    metric: str = "final"
+    delta: bool = False
+    stub_header: str = "method"
+    kind: str = "main"  # main | per-class
+    grouped: bool = True
+
+    def cell(self, row: Row, col: Column) -> Cell:
+        return self.cells.get((row.key, col.id), Cell(text="", state="empty"))
+
+    def groups(self) -> list[tuple[tuple[str, str], list[Column]]]:
+        out: list[tuple[tuple[str, str], list[Column]]] = []
+        for c in self.columns:
+            if out and out[-1][0] == c.group:
+                out[-1][1].append(c)
+            else:
+                out.append((c.group, [c]))
+        return out
+
+
+def fmt_stats(mean: float, std: float, n: int, signed: bool = False) -> str:
+    m = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    if n <= 1 or not math.isfinite(std):
+        return f"{m} ({n})"
+    return f"{m} ± {std:.2f} ({n})"
+
+
+# --------------------------------------------------------------------------- reported rows
+
+
+def default_reported_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "benchmarks" / "reported"
+
+
+def load_reported(directory: str | Path | None = None) -> pd.DataFrame:
+    """All ``*.csv`` of the reported-numbers folder, validated; a file with other columns is an error."""
+    d = Path(directory) if directory else default_reported_dir()
+    frames = []
+    for path in sorted(d.glob("*.csv")):
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, pd.errors.ParserError) as exc:
+            raise HarnessError(f"reported-numbers file {path} could not be parsed: {exc}") from None
+        if list(df.columns) != REPORTED_COLUMNS:
+            raise HarnessError(f"reported-numbers file {path}: columns must be {', '.join(REPORTED_COLUMNS)}; "
+                               f"got {', '.join(df.columns)}")
+        df["file"] = str(path)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=REPORTED_COLUMNS + ["file"])
+    df = pd.concat(frames, ignore_index=True)
+    df["labeled"] = pd.to_numeric(df["labeled"], errors="coerce")
+    df["miou_value"] = pd.to_numeric(df["miou"], errors="coerce")
+    bad = df[df["labeled"].isna() | df["miou_value"].isna()]
+    if len(bad):
+        r = bad.iloc[0]
+        raise HarnessError(f"reported-numbers file {r['file']}: a row has a non-numeric labeled or miou "
+                           f"({r['method']}, labeled {r['labeled']!r}, miou {r['miou']!r})")
+    df["labeled"] = df["labeled"].astype(int)
+    return df
+
+
+_SD = re.compile(r"mean of (\d+) runs; sd ([0-9.]+)")
+_SD_NOTE = re.compile(r"mean of \d+ runs; sd [0-9.]+ \(n-1\);?\s*")
+
+
+def _reported_text(r: pd.Series) -> tuple[str, float, int]:
+    m = _SD.search(r["note"])
+    if m:
+        n, sd = int(m.group(1)), float(m.group(2))
+        return f"{r['miou']} ± {sd:.2f} ({n})", sd, n
+    return str(r["miou"]), math.nan, 1
+
+
+def reported_label(r: pd.Series, column_os: int = 16) -> str:
+    kind = "released logs" if r["source_type"] == "log" else "reported"
+    os_part = f", OS{r['os']}" if str(r["os"]).strip() and str(r["os"]) != str(column_os) else ""
+    return f"{r['method']} ({kind}, {r['selection']}{os_part})"
+
+
+def _mismatch(r: pd.Series, col: Column) -> list[str]:
+    why = []
+    if r["backbone"] != col.backbone:
+        why.append("backbone")
+    if not str(r["crop"]).strip():
+        why.append("crop not stated")
+    elif str(r["crop"]) != str(col.crop_size):
+        why.append(f"crop {r['crop']} vs {col.crop_size}")
+    if not str(r["eval_mode"]).strip():
+        why.append("eval mode not stated")
+    elif r["eval_mode"] != col.eval_mode:
+        why.append(f"eval {r['eval_mode']} vs {col.eval_mode}")
+    return why
+
+
+def match_reported(reported: pd.DataFrame, col: Column) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Reference rows comparable with a column (same dataset, split family, labeled count, backbone, crop,
+    evaluation mode), and (method, reason) for rows of the same split that differ in setting. Never for
+    the synthetic dataset; never an S4MIM row."""
+    if reported is None or reported.empty or col.dataset == "synthetic":
+        return reported.iloc[0:0] if reported is not None else pd.DataFrame(columns=REPORTED_COLUMNS), []
+    same = reported[(reported["dataset"] == col.dataset) & (reported["family"] == col.family)
+                    & (reported["labeled"] == int(col.labeled))]
+    same = same[~same["method"].str.lower().str.contains("s4mim")]
+    keep, near = [], []
+    for idx, r in same.iterrows():
+        why = _mismatch(r, col)
+        if not why:
+            keep.append(idx)
+        elif why != ["backbone"] and "backbone" not in why:
+            near.append((r["method"], "; ".join(why)))
+    return same.loc[keep], near
+
+
+# --------------------------------------------------------------------------- main table
+
+
+def _columns(runs: pd.DataFrame, agg: pd.DataFrame) -> tuple[list[Column], list[str]]:
+    notes = []
+    cols = []
+    for pid, sub in runs.groupby("protocol", sort=False):
+        if pid not in set(agg["protocol"]):
+            continue
+        plain = sub[sub["protocol_overrides_key"].map(
+            lambda k: not any(key.split(".")[0] in ("model", "eval") for key in _keys(k)))]
+        base = plain if len(plain) else sub
+        combos = Counter(zip(base["eval_mode"], base["backbone"], base["crop_size"]))
+        (ev, bb, crop), _ = combos.most_common(1)[0]
+        all_combos = set(zip(sub["eval_mode"], sub["backbone"], sub["crop_size"]))
+        if len(all_combos) > 1:
+            others = ", ".join(f"{b}/crop {c}/{e}" for e, b, c in sorted(all_combos - {(ev, bb, crop)}, key=str))
+            notes.append(f"{pid}: some runs override the protocol's setting ({others}); their rows name the "
+                         f"override; the column's setting is {bb}, crop {crop}, {ev}.")
+        r0 = base.iloc[0]
+        cols.append(Column(pid, str(r0["dataset"]), str(r0["family"]), int(r0["labeled"]), ev, bb, crop, pid))
+    cols.sort(key=lambda c: (_order(c.dataset, DATASET_ORDER), _order(c.family, FAMILY_ORDER), c.labeled, c.id))
+    return cols, notes
+
+
+def _keys(k: str) -> list[str]:
+    import json
+
+    try:
+        return list(json.loads(k))
+    except ValueError:
+        return []
+
+
+def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, reported: pd.DataFrame | None = None,
+                methods: list[str] | None = None, protocols: list[str] | None = None,
+                show_partial: bool = False, all_reported: bool = False) -> Table:
+    """The methods × protocols table of a result set (see the module docstring for the rules)."""
+    runs = filter_runs(rs.runs, methods, protocols)
+    if runs.empty:
+        what = []
+        if methods:
+            what.append(f"methods {', '.join(methods)}")
+        if protocols:
+            what.append(f"protocols {', '.join(protocols)}")
+        raise HarnessError("no finished runs" + (f" for {' and '.join(what)}" if what else "") +
+                           f" under {', '.join(map(str, rs.roots)) or 'the given sources'}")
+    agg = aggregate(runs, metric)
+    notes: list[str] = []
+    if metric == "best":
+        no_best = runs[runs["best_miou"].isna()]
+        for r in no_best.itertuples():
+            notes.append(f"{r.record_path}: no best_on_val value; not counted.")
+    columns, col_notes = _columns(runs, agg)
+    notes += col_notes
+    colmap = {c.id: c for c in columns}
+
+    # rows: one per (method, settings_hash)
+    variants = runs.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash", "overrides"]]
+    rows = []
+    for v in variants.itertuples(index=False):
+        extra = overrides_label(v.overrides, v.settings_hash)
+        label = method_label(v.method) + (f" [{extra}]" if extra else "")
+        rows.append(Row(f"{v.method}/{v.settings_hash}", label, "harness", v.method, v.settings_hash, v.overrides))
+    rows.sort(key=lambda r: (_order(r.method, METHOD_ORDER), r.settings_hash != "default", r.label))
+
+    stats = {(a.method, a.settings_hash, a.protocol): a for a in agg.itertuples(index=False)}
+    # expected number of seeds: from a grid manifest if given, else the most common n of the table
+    expected_seeds: dict[tuple[str, str, str], set] = defaultdict(set)
+    if rs.expected:
+        for e in rs.expected:
+            expected_seeds[(e["method"], e["settings_hash"], e["protocol"])].add(e.get("seed"))
+    ns = Counter(a.n for a in agg.itertuples())
+    mode_n = max(ns.items(), key=lambda kv: (kv[1], kv[0]))[0] if ns else 0
+    seed_sets = Counter(a.seeds for a in agg.itertuples() if a.n == mode_n)
+    usual_seeds = set(seed_sets.most_common(1)[0][0]) if seed_sets else set()
+    incomplete = defaultdict(list)
+    for i in rs.incomplete:
+        incomplete[(i.get("method"), i.get("settings_hash"), i.get("protocol"))].append(i)
+
+    def unfinished_text(key) -> str:
+        items = incomplete.get(key, [])
+        if not items:
+            return ""
+        parts = []
+        for i in sorted(items, key=lambda x: str(x.get("seed"))):
+            s = f"seed {i.get('seed')} {i.get('state', 'unknown')}"
+            if i.get("step") is not None and i.get("total_steps"):
+                s += f" at step {i['step']}/{i['total_steps']}"
+            parts.append(s)
+        return " (" + "; ".join(parts) + ")"
+
+    cells: dict[tuple[str, str], Cell] = {}
+    missing_by_row: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        for col in columns:
+            key = (row.method, row.settings_hash, col.id)
+            a = stats.get(key)
+            want = expected_seeds.get(key)
+            if a is None:
+                if rs.expected is not None and want is None:
+                    cells[(row.key, col.id)] = Cell(text="", state="empty")
+                    continue
+                cells[(row.key, col.id)] = Cell(state="missing")
+                missing_by_row[row.label].append(col.id + unfinished_text(key))
+                continue
+            need_n = len(want) if want else mode_n
+            have = set(a.seeds)
+            lacking = sorted((want - have) if want else (usual_seeds - have), key=str)
+            if a.n < need_n or (want and lacking):
+                partial = fmt_stats(a.mean, a.std, a.n)
+                seeds_txt = f"; missing seed(s) {', '.join(map(str, lacking))}" if lacking else ""
+                note = (f"{row.label} on {col.id}: {a.n} of {need_n} seeds finished{seeds_txt}"
+                        f"{unfinished_text(key)}; partial mean {partial}")
+                if show_partial:
+                    cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, a.std, a.n) + "†", "partial", a.mean, a.std,
+                                                    a.n, math.nan, note=note)
+                else:
+                    cells[(row.key, col.id)] = Cell(state="partial", mean=a.mean, std=a.std, n=a.n, note=note)
+                notes.append(("† " if show_partial else "— ") + note + ".")
+                continue
+            cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, a.std, a.n), "ok", a.mean, a.std, a.n, a.mean)
+    for label, cols_missing in missing_by_row.items():
+        notes.append(f"— {label}: no finished run on {', '.join(cols_missing)}.")
+
+    # Δ vs the supervised row of the same protocol with the same protocol-level settings
+    if delta:
+        sup = {}
+        for a in agg.itertuples(index=False):
+            if a.method == "supervised":
+                k = (a.protocol, a.protocol_overrides_key)
+                if k not in sup or a.settings_hash == "default":
+                    sup[k] = a
+        no_base = []
+        for row in rows:
+            if row.method == "supervised":
+                for col in columns:
+                    c = cells.get((row.key, col.id))
+                    if c and c.state == "ok":
+                        c.state, c.value = "baseline", math.nan
+                continue
+            pkey = canonical({k: v for k, v in row.overrides.items()
+                              if k.split(".")[0] in ("budget", "model", "eval", "supervised_loss")})
+            for col in columns:
+                c = cells.get((row.key, col.id))
+                if c is None or c.state not in ("ok", "partial"):
+                    continue
+                base = sup.get((col.id, pkey))
+                if base is None:
+                    if c.state == "ok":
+                        c.text, c.state, c.value = "—", "missing", math.nan
+                        no_base.append(f"{row.label} on {col.id}")
+                    continue
+                d = c.mean - base.mean
+                if c.state == "ok":
+                    c.text, c.value = fmt_stats(d, math.nan, c.n, signed=True), d
+                elif show_partial:
+                    c.text = fmt_stats(d, math.nan, c.n, signed=True) + "†"
+        if no_base:
+            notes.append("— no supervised run with the same protocol-level settings for: " + ", ".join(no_base) + ".")
+
+    # best mark per column among harness rows (at display precision; ties all marked)
+    for col in columns:
+        vals = [(round(c.value, 2), c) for r in rows if (c := cells.get((r.key, col.id))) is not None
+                and c.state == "ok" and math.isfinite(c.value)]
+        if len(vals) >= 1:
+            top = max(v for v, _ in vals)
+            for v, c in vals:
+                c.best = v == top
+
+    # reference rows
+    ref_rows: list[Row] = []
+    ref_notes: dict[str, list[str]] = defaultdict(list)
+    near: dict[str, set] = defaultdict(set)
+    hidden_variants = set()
+    if reported is not None and not reported.empty:
+        labels: dict[tuple[str, str], Row] = {}
+        for col in columns:
+            matched, miss = match_reported(reported, col)
+            for m, why in miss:
+                near[why].add(m)
+            for _, r in matched.iterrows():
+                if "[" in r["method"] and not all_reported:
+                    hidden_variants.add(r["method"])
+                    continue
+                label = reported_label(r)
+                key = (label, r["source"])
+                if key not in labels:
+                    labels[key] = Row(f"ref/{label}/{r['source']}", label, "reference", r["method"],
+                                      source=r["source"], selection=r["selection"])
+                    ref_rows.append(labels[key])
+                row = labels[key]
+                text, sd, n = _reported_text(r)
+                if (row.key, col.id) in cells:
+                    continue
+                cells[(row.key, col.id)] = Cell(text, "ok", float(r["miou_value"]), sd, n, float(r["miou_value"]),
+                                                note=r["note"])
+                detail = _SD_NOTE.sub("", r["note"]).strip("; ")
+                ref_notes[row.key].append(f"{col.id}: {detail}" if detail else "")
+        # disambiguate equal labels from different sources
+        counts = Counter(r.label for r in ref_rows)
+        for r in ref_rows:
+            if counts[r.label] > 1:
+                r.label = f"{r.label} — {r.source}"
+        if delta:
+            ref_rows = _reported_delta(ref_rows, columns, cells, reported, notes)
+    ref_lines = []
+    for r in ref_rows:
+        src = r.source
+        details = [d for d in ref_notes.get(r.key, []) if d]
+        common = None
+        if details:
+            texts = [d.split(": ", 1)[1] for d in details]
+            common = texts[0] if len(set(texts)) == 1 and len(details) == sum(
+                1 for c in columns if (r.key, c.id) in cells) else None
+        body = f"{r.label}: {src}"
+        if common:
+            body += f"; {common}"
+        elif details:
+            body += "; " + " | ".join(details)
+        ref_lines.append(body + ".")
+    if near:
+        parts = [f"{', '.join(sorted(ms))} ({why})" for why, ms in sorted(near.items())]
+        notes.append("Reported rows not shown because their setting differs from the column's: " +
+                     "; ".join(parts) + ".")
+    if hidden_variants:
+        notes.append(f"{len(hidden_variants)} reported log row(s) with non-default settings not shown "
+                     f"(--all-reported shows them).")
+
+    all_rows = rows + ref_rows
+    caption = _caption(columns, rows, ref_rows, metric, delta, show_partial)
+    title = ("Δ mIoU vs supervised" if delta else "mIoU") + (f" — {BEST_TITLE}" if metric == "best" else "")
+    for c in columns:
+        c.header = c.id + (f" — {BEST_TITLE}" if metric == "best" else "")
+    interp = [INTERPRETATION_NOTES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
+    return Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta)
+
+
+def _reported_delta(ref_rows: list[Row], columns: list[Column], cells, reported: pd.DataFrame,
+                    notes: list[str]) -> list[Row]:
+    """Δ of reference rows vs the supervised row of the same source and selection rule, where one exists."""
+    def src(r: Row) -> str:
+        return r.source.split(" (")[0]
+
+    def sel(r: Row) -> str:
+        return r.selection.split(" (")[0]
+
+    sup_rows = [r for r in ref_rows if r.method in SUPERVISED_REPORTED]
+    out, dropped = [], []
+    for r in ref_rows:
+        if r.method in SUPERVISED_REPORTED:
+            out.append(r)
+            for col in columns:
+                c = cells.get((r.key, col.id))
+                if c:
+                    c.state = "baseline"
+            continue
+        bases = [s for s in sup_rows if src(s) == src(r) and sel(s) == sel(r)]
+        any_cell = False
+        for col in columns:
+            c = cells.get((r.key, col.id))
+            if c is None:
+                continue
+            b = next((cells[(s.key, col.id)] for s in bases if (s.key, col.id) in cells), None)
+            if b is None:
+                del cells[(r.key, col.id)]
+                continue
+            d = c.mean - b.mean
+            c.text, c.value = f"{d:+.2f}", d
+            any_cell = True
+        if any_cell:
+            out.append(r)
+        else:
+            dropped.append(r.label)
+    if dropped:
+        notes.append("Δ view: reported rows without a reported supervised row of the same source and selection "
+                     "rule are omitted: " + ", ".join(dropped) + ".")
+    return out
+
+
+def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric: str, delta: bool,
+             show_partial: bool) -> list[str]:
+    lines = []
+    what = ("mIoU (%) on the validation set of the final checkpoint (the EMA teacher for mean teacher, iMAS and "
+            "combined)") if metric == "final" else (
+        f"mIoU (%) {BEST_TITLE}: the best of the periodic evaluations, chosen on the set it is reported on "
+        f"(optimistic; the harness headline is the final checkpoint)")
+    lines.append(what + "; mean ± sample standard deviation (n − 1) over seeds, (n) = number of seeds; "
+                        "a single run shows no ±.")
+    if delta:
+        lines.append("Δ view: each cell is the method's mean minus the mean of the supervised row on the same "
+                     "protocol with the same protocol-level settings; the supervised row shows its absolute mIoU.")
+    groups: list[tuple[tuple[str, str], list[Column]]] = []
+    for c in columns:
+        if groups and groups[-1][0] == c.group:
+            groups[-1][1].append(c)
+        else:
+            groups.append((c.group, [c]))
+    desc = []
+    for (ds, fam), cols in groups:
+        settings = sorted({(c.backbone, str(c.crop_size), c.eval_mode) for c in cols})
+        st = "; ".join(f"{backbone_label(b)}, crop {cr}, eval {eval_label(e)}" for b, cr, e in settings)
+        desc.append(f"{ds} — split family {family_label(fam)} ({', '.join(c.id for c in cols)}; {st})")
+    lines.append("Column groups (one split family each, ordered by labeled count): " + "; ".join(desc) + ".")
+    lines.append("Best harness value of each column in bold" + (" (largest Δ)" if delta else "") +
+                 "; — = no (complete) result, see the notes." + (" † = fewer seeds than the other cells."
+                                                                  if show_partial else ""))
+    interp = [METHOD_NAMES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
+    if interp:
+        lines.append("Rows named \"harness interpretation\" are not the published methods: " + "; ".join(interp) +
+                     " (see the notes).")
+    if ref_rows:
+        lines.append("Rows marked \"reported\" / \"released logs\" are published numbers (benchmarks/reported), "
+                     "shown only where backbone, crop, split family and evaluation mode match the column; their "
+                     "selection rule is named (best-epoch rows are selected on the validation set and optimistic "
+                     "relative to the final checkpoint).")
+    return lines
+
+
+# --------------------------------------------------------------------------- per-class table
+
+
+def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods: list[str] | None = None) -> Table:
+    runs = filter_runs(rs.runs, methods, None)
+    df, classes = per_class(runs, protocol, metric)
+    sub = runs[runs["protocol"] == protocol].iloc[0]
+    columns = [Column(c, header=c) for c in classes] + [Column("mIoU", header="mIoU")]
+    if metric == "best":
+        columns[-1].header = f"mIoU — {BEST_TITLE}"
+    rows, cells = [], {}
+    df = df.assign(_o=[_order(m, METHOD_ORDER) for m in df["method"]]).sort_values(["_o", "settings_hash"])
+    for r in df.to_dict("records"):
+        extra = overrides_label(r["overrides"], r["settings_hash"])
+        label = method_label(r["method"]) + (f" [{extra}]" if extra else "") + f" ({r['n']})"
+        row = Row(f"{r['method']}/{r['settings_hash']}", label, "harness", r["method"], r["settings_hash"],
+                  r["overrides"])
+        rows.append(row)
+        for c in classes + ["mIoU"]:
+            v = float(r[c])
+            ok = math.isfinite(v)
+            cells[(row.key, c)] = Cell(f"{v:.2f}" if ok else "—", "ok" if ok else "missing", v, math.nan,
+                                       int(r["n"]), v)
+    for col in columns:
+        vals = [(round(c.value, 2), c) for r in rows if math.isfinite((c := cells[(r.key, col.id)]).value)]
+        if vals:
+            top = max(v for v, _ in vals)
+            for v, c in vals:
+                c.best = v == top and top > 0
+    what = "final checkpoint" if metric == "final" else BEST_TITLE
+    caption = [f"Per-class IoU (%) on {protocol} (dataset {sub['dataset']}, split family {family_label(sub['family'])}, "
+               f"{backbone_label(sub['backbone'])}, crop {sub['crop_size']}, eval {eval_label(sub['eval_mode'])}); "
+               f"{what}; mean over seeds, (n) = number of seeds. — = class absent from the evaluation set in every "
+               f"seed (IoU undefined). Best value per class in bold."]
+    interp = [INTERPRETATION_NOTES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
+    return Table(f"Per-class IoU — {protocol}", columns, rows, cells, caption, interp, metric, False,
+                 kind="per-class", grouped=False)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render(table: Table, fmt: str = "markdown") -> str:
+    if fmt == "markdown":
+        return render_markdown(table)
+    if fmt == "latex":
+        return render_latex(table)
+    if fmt == "csv":
+        return render_csv(table)
+    raise HarnessError(f"unknown table format '{fmt}'; expected markdown, latex or csv")
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def render_markdown(t: Table) -> str:
+    out = [f"**Table: {t.title}.** " + " ".join(t.caption), ""]
+    headers = [t.stub_header] + [c.header or c.id for c in t.columns]
+    out.append("| " + " | ".join(_md_escape(h) for h in headers) + " |")
+    out.append("|" + "|".join([":---"] + ["---:"] * len(t.columns)) + "|")
+    for row in t.rows:
+        label = f"*{row.label}*" if row.kind == "reference" else row.label
+        vals = []
+        for col in t.columns:
+            c = t.cell(row, col)
+            txt = _md_escape(c.text)
+            vals.append(f"**{txt}**" if c.best and txt else txt)
+        out.append("| " + " | ".join([_md_escape(label)] + vals) + " |")
+    if t.notes:
+        out += ["", "Notes:", ""] + [f"- {n}" for n in t.notes]
+    return "\n".join(out) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---", "–": "--",
+        "−": "$-$", "Δ": r"$\Delta$", "τ": r"$\tau$", "λ": r"$\lambda$", "†": r"$^\dagger$", "⊂": r"$\subset$",
+        "²": r"$^2$", "·": r"$\cdot$", "→": r"$\rightarrow$", "≠": r"$\neq$", "≤": r"$\leq$", "≥": r"$\geq$"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+def render_latex(t: Table) -> str:
+    ncol = len(t.columns)
+    groups = t.groups() if t.grouped else []
+    spec = "l" + ("".join(" " + "r" * len(cols) for _, cols in groups) if groups else " " + "r" * ncol)
+    out = ["% requires \\usepackage{booktabs}",
+           "\\begin{table}[t]", "\\centering", "\\small",
+           "\\caption{" + tex_escape(f"{t.title}. " + " ".join(t.caption)) + "}",
+           "\\begin{tabular}{" + spec + "}", "\\toprule"]
+    if t.metric == "best" and t.kind == "main":
+        out.append(f" & \\multicolumn{{{ncol}}}{{c}}{{{tex_escape(BEST_TITLE)}}} \\\\")
+        out.append(f"\\cmidrule(lr){{2-{ncol + 1}}}")
+    if groups:
+        heads, rules, start = [], [], 2
+        for (ds, fam), cols in groups:
+            s = {(c.backbone, str(c.crop_size), c.eval_mode) for c in cols}
+            sub = "; ".join(f"{backbone_label(b)}, {cr}, {eval_label(e)}" for b, cr, e in sorted(s))
+            heads.append(f"\\multicolumn{{{len(cols)}}}{{c}}{{{tex_escape(family_label(fam))}}}")
+            rules.append(f"\\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
+            start += len(cols)
+        out.append(" & " + " & ".join(heads) + " \\\\")
+        out.append(" ".join(rules))
+        out.append(tex_escape(t.stub_header) + " & " + " & ".join(
+            tex_escape(f"{c.labeled}") + (f" ({tex_escape(c.id)})" if not _plain_id(c) else "")
+            for c in t.columns) + " \\\\")
+    else:
+        out.append(tex_escape(t.stub_header) + " & " + " & ".join(tex_escape(c.header or c.id)
+                                                                  for c in t.columns) + " \\\\")
+    out.append("\\midrule")
+    prev_kind = None
+    for row in t.rows:
+        if prev_kind == "harness" and row.kind == "reference":
+            out.append("\\midrule")
+        prev_kind = row.kind
+        label = tex_escape(row.label)
+        if row.kind == "reference":
+            label = f"\\textit{{{label}}}"
+        vals = []
+        for col in t.columns:
+            c = t.cell(row, col)
+            txt = tex_escape(c.text)
+            vals.append(f"\\textbf{{{txt}}}" if c.best and txt else txt)
+        out.append(label + " & " + " & ".join(vals) + " \\\\")
+    out.append("\\bottomrule")
+    out.append("\\end{tabular}")
+    if t.notes:
+        out.append("\\par\\smallskip\\footnotesize")
+        out += [tex_escape(n) + "\\par" for n in t.notes]
+    out.append("\\end{table}")
+    return "\n".join(out) + "\n"
+
+
+def _plain_id(c: Column) -> bool:
+    """True when the id is the usual ``<family-ish prefix>-<labeled>`` (the header shows only the count)."""
+    return c.id.endswith(f"-{c.labeled}")
+
+
+def render_csv(t: Table) -> str:
+    """Long form: one line per (row, column) cell; ``best`` marks the best harness cell of each column and
+    ``cell`` carries a trailing ``*`` there. Caption and notes are not part of the CSV."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if t.kind == "per-class":
+        w.writerow(["row", "kind", "method", "settings_hash", "class", "iou", "n", "best", "cell"])
+        for row in t.rows:
+            for col in t.columns:
+                c = t.cell(row, col)
+                w.writerow([row.label, row.kind, row.method, row.settings_hash, col.id, _num(c.mean), c.n,
+                            c.best, c.text + ("*" if c.best else "")])
+        return buf.getvalue()
+    w.writerow(["row", "kind", "method", "settings_hash", "overrides", "protocol", "dataset", "family", "labeled",
+                "metric", "mean", "std", "n", "delta", "best", "state", "cell", "note"])
+    metric = "final" if t.metric == "final" else "best_on_val (selected on the evaluation set)"
+    for row in t.rows:
+        for col in t.columns:
+            c = t.cell(row, col)
+            if c.state == "empty":
+                continue
+            d = c.value if (t.delta and c.state == "ok" and row.method not in SUPERVISED_REPORTED
+                            and row.method != "supervised") else math.nan
+            w.writerow([row.label, row.kind, row.method, row.settings_hash if row.kind == "harness" else "",
+                        canonical(row.overrides) if row.kind == "harness" else "", col.id, col.dataset, col.family,
+                        col.labeled, metric if row.kind == "harness" else "reported",
+                        _num(c.mean), _num(c.std), c.n or "", _num(d), c.best,
+                        c.state, c.text + ("*" if c.best else ""), c.note])
+    return buf.getvalue()
+
+
+def _num(x: float) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{x:.4f}".rstrip("0").rstrip(".")
