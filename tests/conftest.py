@@ -7,6 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# The models in tests are tiny: one thread is faster than several, and it keeps a shared machine usable.
+torch.set_num_threads(1)
 
 TINY_PROTOCOLS = """
 defaults:

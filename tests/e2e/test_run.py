@@ -48,17 +48,20 @@ def _final(record):
     return record["final"]["miou"], record["final"]["iou"]
 
 
-@pytest.mark.parametrize("stop_after", [1, 6])
-def test_interrupted_and_resumed_run_ends_with_identical_metrics(tiny_benchmark, tmp_path, stop_after):
-    full = execute(spec(tiny_benchmark, tmp_path / "a"))
-    interrupted = spec(tiny_benchmark, tmp_path / "b", stop_after=stop_after)
+@pytest.mark.parametrize("method, stop_after", [("supervised", 1), ("supervised", 6), ("mean_teacher", 5),
+                                               ("imas", 11), ("unimatch", 3), ("s4mim", 7), ("combined", 10)])
+def test_interrupted_and_resumed_run_ends_with_identical_metrics(tiny_benchmark, tmp_path, method, stop_after):
+    # Every method draws random augmentations; iMAS/combined pass their first epoch (10 steps) here.
+    full = execute(spec(tiny_benchmark, tmp_path / "a", method=method))
+    interrupted = spec(tiny_benchmark, tmp_path / "b", method=method, stop_after=stop_after)
     with pytest.raises(StopRequested):
         execute(interrupted)
     assert not (run_dir(interrupted) / "record.json").exists()
     assert records.read_json(run_dir(interrupted) / "status.json")["state"] == "stopped"
-    resumed = execute(spec(tiny_benchmark, tmp_path / "b"))
+    resumed = execute(spec(tiny_benchmark, tmp_path / "b", method=method))
     assert _final(resumed) == _final(full)
-    a = [e["miou"] for e in records.read_metrics(run_dir(spec(tiny_benchmark, tmp_path / "a")) / "metrics.jsonl")]
+    a = [e["miou"] for e in records.read_metrics(run_dir(spec(tiny_benchmark, tmp_path / "a", method=method))
+                                                 / "metrics.jsonl")]
     b = [e["miou"] for e in records.read_metrics(run_dir(interrupted) / "metrics.jsonl")]
     assert a == b
 
