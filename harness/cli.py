@@ -21,6 +21,10 @@ def cmd_run(args) -> int:
     from .engine import StopRequested
     from .runner import RunSpec, execute, parse_set
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     spec = RunSpec(method=args.method, protocol=args.protocol, seed=args.seed, overrides=parse_set(args.set),
                    out=args.out, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device,
                    workers=args.workers, force=args.force, stop_after=args.stop_after,
@@ -141,6 +145,29 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_grid(args) -> int:
+    import shlex
+
+    from .launch import launch, parse_sbatch_items
+
+    slurm = {"partition": args.partition, "account": args.account, "qos": args.qos, "time": args.time,
+             "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
+             "array_parallelism": args.array_parallelism, "max_array_size": args.max_array_size,
+             "nproc": args.nproc, "sbatch": parse_sbatch_items(args.sbatch) if args.sbatch else None,
+             "setup": args.setup or None}
+    local = {"max_parallel": args.max_parallel, "nproc": args.nproc, "threads": args.threads}
+    return launch(args.grid, executor=args.executor, out=args.out, set_items=args.set, data_root=args.data_root,
+                  splits_dir=args.splits_dir, device=args.device, slurm_overrides=slurm, local_overrides=local,
+                  retry_failed=args.retry_failed, dry_run=args.dry_run, skip_invalid=args.skip_invalid,
+                  command=shlex.join(["harness", *getattr(args, "argv", [])]))
+
+
+def cmd_status(args) -> int:
+    from .launch import show_status
+
+    return show_status(args.target, out=args.out, lines=args.lines, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--out", default="runs", help="results root (default: ./runs)")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU, 8 on GPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; use 1 per run when several share a machine)")
     p.add_argument("--force", action="store_true", help="retrain a finished run from scratch")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="checkpoint and stop after N steps of this session (rerun to continue)")
@@ -219,12 +248,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-run", action="store_true", help="curves: one line per seed instead of mean ± std band")
     p.add_argument("--out", required=True, help="output image, e.g. plot.png")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("grid", help="expand a grid file and run it: SLURM job arrays, local processes or in-process",
+                       description="Expand GRID.yaml (methods x protocols x variants x seeds), skip finished and "
+                                   "queued runs, submit the rest; see docs/launching.md.")
+    p.add_argument("grid", help="grid file (benchmarks/grids/*.yaml); with --retry-failed also a manifest.json")
+    p.add_argument("--executor", choices=["slurm", "local", "debug"],
+                   help="slurm: job arrays; local: subprocesses on this machine; debug: in this process, one after "
+                        "the other (default: the grid file's, else slurm)")
+    p.add_argument("--out", help="results root (default: the grid file's 'out', else ./runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every run (after the grid file's; changes the settings hash)")
+    _add_data_args(p)
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the grid file's, else auto)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="resubmit only the runs that failed or were stopped (they resume from their checkpoint)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="submit the valid runs when some fail validation (they are recorded as failed)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
+    p.add_argument("--nproc", type=int,
+                   help="processes per run (local: torchrun-style spawning; slurm: tasks per node; default 1, or "
+                        "--gpus-per-task)")
+    g = p.add_argument_group("SLURM (override the grid file's 'slurm' section)")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--time", help="time limit per task: minutes, 4h or [D-]HH:MM[:SS] (default 60)")
+    g.add_argument("--gpus-per-task", type=int, help="GPUs per run; N > 1 runs one training over N processes")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs per process (default 1); also its torch threads")
+    g.add_argument("--mem-gb", type=float, help="memory per task (default: the cluster's DefMemPerCPU)")
+    g.add_argument("--array-parallelism", type=int, help="running tasks per array (default 32)")
+    g.add_argument("--max-array-size", type=int,
+                   help="tasks per array (default: the cluster's MaxArraySize); more runs -> several arrays")
+    g.add_argument("--sbatch", action="append", metavar="KEY[=VALUE]",
+                   help="extra sbatch option, e.g. --sbatch exclude=node3 --sbatch mail-type=END")
+    g.add_argument("--setup", action="append", metavar="LINE", help="shell line run before each task")
+    g = p.add_argument_group("local")
+    g.add_argument("--max-parallel", type=int, help="runs at a time (default: one per GPU, 1 on CPU)")
+    g.add_argument("--threads", type=int, help="torch threads per process (default: cores // parallel)")
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("status", help="state of every run of a grid: pending/running/finished/failed, step, mIoU",
+                       description="Reads the grid manifest, the run records and squeue (no SLURM accounting "
+                                   "needed). Exit status 1 when a run failed or was stopped.")
+    p.add_argument("target", help="grid file or its manifest.json (<out>/grids/<grid>/manifest.json)")
+    p.add_argument("--out", help="results root, when it differs from the grid file's 'out'")
+    p.add_argument("--lines", type=int, default=5, help="log lines shown per failed run (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except HarnessError as exc:
