@@ -68,6 +68,7 @@ class ModelSpec(pydantic.BaseModel):
     deep_stem: bool = True
     pretrained: bool = True
     width: int = pydantic.Field(default=32, gt=0, description="base channel width of the 'small' backbone")
+    blocks: int = pydantic.Field(default=1, gt=0, description="residual blocks per stage of the 'small' backbone")
     decoder_channels: int = pydantic.Field(default=256, gt=0)
 
 
@@ -114,6 +115,9 @@ class Protocol(pydantic.BaseModel):
     num_classes: int = pydantic.Field(gt=1)
     class_names: list[str]
     crop_size: int = pydantic.Field(gt=0)
+    scale_range: tuple[float, float] = pydantic.Field(
+        default=(0.5, 2.0), description="weak augmentation: long side resized to a uniform integer in "
+                                        "[lo·L, hi·L]; (0.5, 2.0) on every standard benchmark")
     eval: EvalSpec
     budget: Budget
     supervised_loss: SupervisedLoss = SupervisedLoss()
@@ -126,6 +130,9 @@ class Protocol(pydantic.BaseModel):
     def _check(self):
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names, num_classes is {self.num_classes}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must be [lo, hi] with 0 < lo <= hi, got {list(self.scale_range)}")
         return self
 
     @property

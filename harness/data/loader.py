@@ -149,11 +149,12 @@ class TrainSamples(Dataset):
     """Reads and weakly augments one sample given its key ``(stream, index, position)``."""
 
     def __init__(self, labeled: SegmentationSource, unlabeled: SegmentationSource | None, crop: int, seed: int,
-                 crops_unlabeled: int = 1):
+                 crops_unlabeled: int = 1, scale_range: tuple[float, float] = (0.5, 2.0)):
         if crops_unlabeled not in (1, 2):
             raise ValueError(f"crops_unlabeled must be 1 or 2, got {crops_unlabeled}")
         self.labeled, self.unlabeled = labeled, unlabeled
         self.crop, self.seed, self.crops_unlabeled = crop, _seed_entropy(seed), crops_unlabeled
+        self.scale_range = tuple(scale_range)
 
     def __len__(self) -> int:
         return len(self.labeled) + (len(self.unlabeled) if self.unlabeled is not None else 0)
@@ -162,13 +163,16 @@ class TrainSamples(Dataset):
         stream, index, position = key
         if stream == LABELED:
             image, mask = self.labeled.read(index)
-            raw, label, valid = weak_augment(image, mask, self.crop, sample_rng(self.seed, LABELED, position))
+            raw, label, valid = weak_augment(image, mask, self.crop, sample_rng(self.seed, LABELED, position),
+                                             self.scale_range)
             return {"stream": LABELED, "raw": raw, "label": label, "valid": valid, "index": index}
         image = self.unlabeled.read_image(index)
-        raw, _, valid = weak_augment(image, None, self.crop, sample_rng(self.seed, UNLABELED, position, 0))
+        raw, _, valid = weak_augment(image, None, self.crop, sample_rng(self.seed, UNLABELED, position, 0),
+                                      self.scale_range)
         out = {"stream": UNLABELED, "raw": raw, "valid": valid, "index": index}
         if self.crops_unlabeled == 2:
-            raw2, _, valid2 = weak_augment(image, None, self.crop, sample_rng(self.seed, UNLABELED, position, 1))
+            raw2, _, valid2 = weak_augment(image, None, self.crop, sample_rng(self.seed, UNLABELED, position, 1),
+                                              self.scale_range)
             out.update(raw2=raw2, valid2=valid2)
         return out
 
@@ -254,7 +258,7 @@ def build_train_loader(protocol: Protocol, data_root: str | Path | None, split_r
                                        check_files=check_files)
     streams = TrainStreams(seed, len(labeled), protocol.budget.batch_labeled,
                            len(unlabeled) if unlabeled is not None else 0, protocol.budget.batch_unlabeled)
-    samples = TrainSamples(labeled, unlabeled, protocol.crop_size, seed, crops_unlabeled)
+    samples = TrainSamples(labeled, unlabeled, protocol.crop_size, seed, crops_unlabeled, protocol.scale_range)
     return TrainLoader(samples, streams, start_step, stop_step, num_workers, pin_memory, rank=rank, world=world)
 
 

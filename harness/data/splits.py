@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import DataError
+from ..records import atomic_write_bytes
 from ..protocols import Protocol, SplitFile
 
 Entry = tuple[str, str]
@@ -243,23 +243,7 @@ def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | N
             raise DataError(
                 f"downloaded split file {f.path} from {url} has SHA-256 {actual}, expected {f.sha256}; it was not "
                 f"saved. Check HARNESS_SPLITS_URL, or pass --splits-dir / set HARNESS_SPLITS to a verified copy")
-        _atomic_write(target, data)
+        atomic_write_bytes(target, data)
         fetched.append(target)
     return fetched
 
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -19,7 +19,7 @@ def build_model(spec: ModelSpec, num_classes: int) -> DeepLabV3Plus:
     The returned model records what was loaded in ``model.pretrained_source``.
     """
     deep_stem = spec.deep_stem and spec.backbone != "small"
-    backbone = build_backbone(spec.backbone, spec.output_stride, deep_stem, spec.width)
+    backbone = build_backbone(spec.backbone, spec.output_stride, deep_stem, spec.width, spec.blocks)
     source = load_pretrained(backbone, spec.backbone, deep_stem, spec.width, enabled=spec.pretrained)
     model = DeepLabV3Plus(backbone, num_classes, spec.decoder_channels, spec.output_stride)
     model.pretrained_source = source

@@ -116,7 +116,7 @@ class SmallBackbone(nn.Module):
     No ImageNet weights exist for it (``small_w<width>.pth`` in ``HARNESS_PRETRAINED_DIR`` is looked for).
     """
 
-    def __init__(self, width: int = 32, output_stride: int = 16):
+    def __init__(self, width: int = 32, output_stride: int = 16, blocks: int = 1):
         super().__init__()
         flags = _dilation_flags(output_stride)
         self.arch = "small"
@@ -125,7 +125,7 @@ class SmallBackbone(nn.Module):
         w = width
         self.conv1 = nn.Sequential(_conv3x3(3, w, stride=2), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = _BasicBlock(w, w)
+        self.layer1 = nn.Sequential(*[_BasicBlock(w, w) for _ in range(blocks)])
         dilation = 1
         layers = []
         cin = w
@@ -135,7 +135,9 @@ class SmallBackbone(nn.Module):
             if dilate:
                 dilation *= 2
                 stride = 1
-            layers.append(_BasicBlock(cin, cout, stride=stride, dilation=dilation, first_dilation=prev))
+            layers.append(nn.Sequential(
+                _BasicBlock(cin, cout, stride=stride, dilation=dilation, first_dilation=prev),
+                *[_BasicBlock(cout, cout, dilation=dilation) for _ in range(blocks - 1)]))
             cin = cout
         self.layer2, self.layer3, self.layer4 = layers
         self.c1_channels = w
@@ -148,7 +150,8 @@ class SmallBackbone(nn.Module):
         return c1, c4
 
 
-def build_backbone(backbone: str, output_stride: int = 16, deep_stem: bool = True, width: int = 32) -> nn.Module:
+def build_backbone(backbone: str, output_stride: int = 16, deep_stem: bool = True, width: int = 32,
+                   blocks: int = 1) -> nn.Module:
     if backbone == "small":
-        return SmallBackbone(width=width, output_stride=output_stride)
+        return SmallBackbone(width=width, output_stride=output_stride, blocks=blocks)
     return ResNetBackbone(backbone, output_stride=output_stride, deep_stem=deep_stem)

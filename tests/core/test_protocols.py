@@ -94,6 +94,7 @@ def test_valid_file_loads(tmp_path):
     (("mode: whole", "mode: sliding"), ["eval.mode", "sliding"]),
     (("class_names: [a, b]", "class_names: [a]"), ["class_names", "num_classes"]),
     (("iterations: 10,", "epochs: 2, iterations: 10,"), ["exactly one of 'epochs' or 'iterations'"]),
+    (("crop_size: 32", "crop_size: 32\n  scale_range: [2.0, 0.5]"), ["scale_range", "0 < lo <= hi"]),
 ])
 def test_bad_protocol_file_names_file_protocol_and_key(tmp_path, edit, words):
     path = _write(tmp_path, BASE.replace(*edit))
