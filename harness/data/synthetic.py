@@ -1,0 +1,875 @@
+"""Built-in synthetic segmentation dataset, written in the PASCAL VOC layout.
+
+A laptop-CPU test bed for semi-supervised segmentation: classes are defined by *shape* and *context*,
+never by colour, so a net must learn geometry from few labels and unlabeled images can help.
+
+Classes (index: name, definition)::
+
+    0 background  textured background, plus clutter (irregular blobs, strokes) that is labelled background
+    1 disk        filled disk / mild ellipse
+    2 ring        annulus (the hole shows the background and is labelled background)
+    3 square      filled square / mild rectangle, any rotation
+    4 triangle    filled triangle (mildly stretched), any rotation
+    5 cross       plus sign (two crossing bars), any rotation
+    6 dot_on      a small disk lying entirely *on* an object of classes 1, 3, 4 or 5 (context class)
+    7 dot_alone   the same small disk lying alone on the background, away from objects and clutter
+
+Classes 6 and 7 are the same shape with the same size and colour distribution; only the surroundings
+tell them apart. Every object, dot, clutter item and background gets a colour from one distribution
+(uniform RGB, resampled until it contrasts with what lies below), a texture (flat, stripes, checker,
+smooth noise, speckle, gradient), random scale (about 3x for objects), rotation and aspect. Objects occlude
+each other (later objects hide at most ``max_occlusion`` of an earlier one); the image is then blurred,
+noised and given a random brightness / contrast / colour cast, and saved as JPEG (quality 95).
+
+Layout (same reader as PASCAL VOC, spec §1)::
+
+    <root>/JPEGImages/<id>.jpg              RGB, 64x64
+    <root>/SegmentationClass/<id>.png       palette ("P", VOC palette), values 0..7, 255 = void
+    <root>/splits/train.txt                 all train ids (``train_00000`` ...)
+    <root>/splits/val.txt                   all val ids (``val_00000`` ...)
+    <root>/splits/<n>/{labeled,unlabeled}.txt   n in LABELED_COUNTS; nested (12 ⊂ 25 ⊂ 50 ⊂ 100)
+    <root>/splits/full/labeled.txt          all train ids, no unlabeled list
+    <root>/manifest.json                    version, counts, class names, parameters, split checksums
+
+Split lines are ``JPEGImages/<id>.jpg SegmentationClass/<id>.png`` with a final newline. The labeled lists
+are prefixes of one fixed-seed permutation of the train ids, chosen so that the smallest (hence every) list
+contains every foreground class; ``unlabeled`` is the rest of train. Void (255) is a ~2 px band on each
+label boundary between different classes (like VOC's fine masks); background/clutter edges are not void.
+
+Everything is deterministic: image ``i`` of split ``s`` is drawn from ``numpy.random.Generator(PCG64)``
+seeded with ``SeedSequence([SEED_BASE, version, s, i])``; the split lists depend only on the masks.
+Generation is atomic (a temporary sibling folder renamed at the end). Regenerate with
+``python -m harness.data.synthetic [--root DIR] [--workers N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+
+SYNTHETIC_VERSION = 2
+SEED_BASE = 20240531  # fixed; part of every per-image seed
+IMAGE_SIZE = 64
+JPEG_QUALITY = 95
+
+CLASS_NAMES = ["background", "disk", "ring", "square", "triangle", "cross", "dot_on", "dot_alone"]
+NUM_CLASSES = len(CLASS_NAMES)
+BG, DISK, RING, SQUARE, TRIANGLE, CROSS, DOT_ON, DOT_ALONE = range(NUM_CLASSES)
+OBJECT_CLASSES = (DISK, RING, SQUARE, TRIANGLE, CROSS)
+HOST_CLASSES = (DISK, SQUARE, TRIANGLE, CROSS)  # rings are too thin to carry a dot
+IGNORE = 255
+
+NUM_TRAIN = 3000
+NUM_VAL = 500
+LABELED_COUNTS = (12, 25, 50, 100)
+SPLIT_SEED = 7
+MIN_CLASS_PIXELS = 8  # a class "is in" an image with at least this many non-void pixels
+
+# --- generator knobs (defaults of SynthParams; all recorded in manifest.json) ---
+NUM_OBJECTS = (2, 4)            # main objects per image, inclusive range
+OBJECT_SIZE = (9.0, 20.0)       # object "radius" in px (several-fold scale range)
+ASPECT = (0.8, 1.25)            # x/y stretch of objects
+RING_INNER = (0.45, 0.7)        # inner/outer radius of rings
+CROSS_ARM = (0.24, 0.36)        # arm half-width / arm half-length of crosses
+MAX_OCCLUSION = 0.5             # objects placed later hide at most this fraction of an earlier object
+DOT_RADIUS = (3.0, 4.5)         # dot_on and dot_alone share it
+P_DOT_ON = 0.4                  # probability that an eligible object carries a dot
+NUM_LONE_DOTS = (0, 3)          # dot_alone per image, inclusive (placement may fail when crowded)
+NUM_CLUTTER_BACK = (0, 2)       # blobs/strokes painted before objects
+NUM_CLUTTER_FRONT = (0, 1)      # thin strokes painted over objects
+MIN_CONTRAST = 90.0             # RGB distance of a colour from the colour below it
+TEXTURE_AMP = (0.0, 0.3)        # mix weight of an object's texture colour
+BG_TEXTURE_AMP = (0.0, 0.4)
+BLUR_SIGMA = (0.0, 1.0)
+NOISE_STD = (2.0, 6.0)
+CONTRAST = (0.6, 1.3)
+BRIGHTNESS = (-30.0, 30.0)
+CHANNEL_GAIN = (0.85, 1.15)
+OBJECT_TEXTURES = ("flat", "stripes", "checker", "noise", "speckle", "gradient")  # drawn uniformly per item
+CLUTTER_TEXTURES = OBJECT_TEXTURES
+BG_TEXTURES = OBJECT_TEXTURES
+CLASS_TEXTURES: tuple[str, ...] = ()  # optional texture family per object class (disk, ring, square, triangle, cross)
+VOID_BAND = 1                   # void border: 1 = one pixel on the top item's side of a class boundary, 2 = both
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthParams:
+    """Generator knobs (tuples are inclusive ranges). Defaults are the module-level constants."""
+
+    image_size: int = IMAGE_SIZE
+    num_objects: tuple[int, int] = NUM_OBJECTS
+    object_size: tuple[float, float] = OBJECT_SIZE
+    aspect: tuple[float, float] = ASPECT
+    ring_inner: tuple[float, float] = RING_INNER
+    cross_arm: tuple[float, float] = CROSS_ARM
+    max_occlusion: float = MAX_OCCLUSION
+    dot_radius: tuple[float, float] = DOT_RADIUS
+    p_dot_on: float = P_DOT_ON
+    num_lone_dots: tuple[int, int] = NUM_LONE_DOTS
+    num_clutter_back: tuple[int, int] = NUM_CLUTTER_BACK
+    num_clutter_front: tuple[int, int] = NUM_CLUTTER_FRONT
+    min_contrast: float = MIN_CONTRAST
+    texture_amp: tuple[float, float] = TEXTURE_AMP
+    bg_texture_amp: tuple[float, float] = BG_TEXTURE_AMP
+    blur_sigma: tuple[float, float] = BLUR_SIGMA
+    noise_std: tuple[float, float] = NOISE_STD
+    contrast: tuple[float, float] = CONTRAST
+    brightness: tuple[float, float] = BRIGHTNESS
+    channel_gain: tuple[float, float] = CHANNEL_GAIN
+    void_band: int = VOID_BAND
+    object_textures: tuple[str, ...] = OBJECT_TEXTURES
+    clutter_textures: tuple[str, ...] = CLUTTER_TEXTURES
+    bg_textures: tuple[str, ...] = BG_TEXTURES
+    class_textures: tuple[str, ...] = CLASS_TEXTURES
+    jpeg_quality: int = JPEG_QUALITY
+
+    def to_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SynthParams":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+SPLIT_CODES = {"train": 0, "val": 1}
+
+
+def image_id(split: str, index: int) -> str:
+    return f"{split}_{index:05d}"
+
+
+def default_root(version: int = SYNTHETIC_VERSION) -> Path:
+    cache = os.environ.get("HARNESS_CACHE") or str(Path.home() / ".cache" / "harness")
+    return Path(cache).expanduser() / "synthetic" / f"v{version}"
+
+
+def split_root(root: str | Path) -> Path:
+    """The split root of a synthetic dataset root (what protocol split paths are relative to)."""
+    return Path(root) / "splits"
+
+
+def _palette() -> list[int]:
+    from .voc import voc_palette_flat  # the one VOC colour map of the harness
+
+    return [int(v) for v in voc_palette_flat()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------------------
+
+_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    if size not in _GRIDS:
+        c = np.arange(size, dtype=np.float32) + 0.5
+        _GRIDS[size] = (np.broadcast_to(c[None, :], (size, size)).copy(),
+                        np.broadcast_to(c[:, None], (size, size)).copy())
+    return _GRIDS[size]
+
+
+def _u(rng, lo_hi) -> float:
+    return float(rng.uniform(lo_hi[0], lo_hi[1]))
+
+
+def _i(rng, lo_hi) -> int:
+    return int(rng.integers(lo_hi[0], lo_hi[1] + 1))
+
+
+def _random_colour(rng, below: np.ndarray | None, min_contrast: float) -> np.ndarray:
+    for _ in range(50):
+        c = rng.uniform(0, 255, size=3).astype(np.float32)
+        if below is None or float(np.linalg.norm(c - below)) >= min_contrast:
+            return c
+    return c
+
+
+def _local(X, Y, cx, cy, theta, aspect):
+    """Rotated, stretched local coordinates and the factor that turns local distances into pixels."""
+    ct, st = math.cos(theta), math.sin(theta)
+    dx, dy = X - cx, Y - cy
+    sx, sy = math.sqrt(aspect), 1.0 / math.sqrt(aspect)
+    u = (dx * ct + dy * st) / sx
+    v = (-dx * st + dy * ct) / sy
+    return u, v, min(sx, sy)
+
+
+def _sdf_box(u, v, bx, by):
+    qx, qy = np.abs(u) - bx, np.abs(v) - by
+    outside = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
+    return outside + np.minimum(np.maximum(qx, qy), 0)
+
+
+def _sdf_triangle(u, v, r):
+    """Equilateral triangle with half side ``r``, centred (Inigo Quilez's exact SDF)."""
+    k = math.sqrt(3.0)
+    px = np.abs(u) - r
+    py = -v + r / k
+    flip = px + k * py > 0
+    px2 = np.where(flip, (px - k * py) / 2, px)
+    py2 = np.where(flip, (-k * px - py) / 2, py)
+    px2 = px2 - np.clip(px2, -2 * r, 0)
+    return -np.sqrt(px2 * px2 + py2 * py2) * np.sign(py2)
+
+
+def _object_sdf(cls, rng, p: SynthParams, X, Y, cx, cy, size):
+    theta = _u(rng, (0, 2 * math.pi))
+    aspect = _u(rng, p.aspect)
+    extra = size * _u(rng, p.ring_inner) if cls == RING else size * _u(rng, p.cross_arm) if cls == CROSS else 0.0
+    g = 1.6 * size * math.sqrt(max(aspect, 1 / aspect)) + 2
+    sl = _window(X.shape[0], cx - g, cx + g, cy - g, cy + g)
+    out = np.full(X.shape, _FAR, np.float32)
+    if X[sl].size == 0:
+        return out
+    u, v, f = _local(X[sl], Y[sl], cx, cy, theta, aspect)
+    if cls == DISK:
+        d = np.sqrt(u * u + v * v) - size
+    elif cls == RING:
+        inner = extra
+        d = np.abs(np.sqrt(u * u + v * v) - (size + inner) / 2) - (size - inner) / 2
+    elif cls == SQUARE:
+        b = 0.82 * size
+        d = _sdf_box(u, v, b, b)
+    elif cls == TRIANGLE:
+        r = 1.05 * size
+        d = _sdf_triangle(u, v + 0.2 * r, r)  # centroid roughly at the centre
+    elif cls == CROSS:
+        a, w = 1.0 * size, extra
+        d = np.minimum(_sdf_box(u, v, a, w), _sdf_box(u, v, w, a))
+    else:
+        raise ValueError(cls)
+    out[sl] = d * f
+    return out
+
+
+_FAR = np.float32(1e3)
+
+
+def _window(size, x0, x1, y0, y1):
+    """Slices of the pixel grid covering [x0, x1] x [y0, y1] (possibly empty)."""
+    xa, xb = max(int(math.floor(x0)), 0), min(int(math.ceil(x1)) + 1, size)
+    ya, yb = max(int(math.floor(y0)), 0), min(int(math.ceil(y1)) + 1, size)
+    return slice(ya, max(ya, yb)), slice(xa, max(xa, xb))
+
+
+def _sdf_segments(X, Y, pts, half_width):
+    pts = np.asarray(pts, dtype=np.float64)
+    g = half_width + 2
+    sl = _window(X.shape[0], pts[:, 0].min() - g, pts[:, 0].max() + g, pts[:, 1].min() - g, pts[:, 1].max() + g)
+    out = np.full(X.shape, _FAR, np.float32)
+    Xw, Yw = X[sl], Y[sl]
+    if Xw.size == 0:
+        return out
+    d = None
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        ex, ey = x1 - x0, y1 - y0
+        L2 = ex * ex + ey * ey + 1e-6
+        t = np.clip(((Xw - x0) * ex + (Yw - y0) * ey) / L2, 0, 1)
+        dd = (Xw - x0 - t * ex) ** 2 + (Yw - y0 - t * ey) ** 2
+        d = dd if d is None else np.minimum(d, dd)
+    out[sl] = np.sqrt(d) - half_width
+    return out
+
+
+def _stroke_sdf(rng, X, Y, size, thin: bool):
+    """A curved stroke (quadratic Bezier as a polyline)."""
+    p0 = rng.uniform(-0.1, 1.1, 2) * size
+    ang = rng.uniform(0, 2 * math.pi)
+    length = rng.uniform(0.2, 0.6) * size
+    p2 = p0 + length * np.array([math.cos(ang), math.sin(ang)])
+    mid = (p0 + p2) / 2 + rng.normal(0, 0.25 * length, 2)
+    t = np.linspace(0, 1, 9)[:, None]
+    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * mid + t ** 2 * p2
+    hw = rng.uniform(0.5, 1.0) if thin else rng.uniform(0.6, 1.8)
+    return _sdf_segments(X, Y, pts, hw)
+
+
+def _blob_sdf(rng, X, Y, size):
+    """An irregular blob: radius modulated by low harmonics, clearly not a disk."""
+    cx, cy = rng.uniform(0, size, 2)
+    r0 = rng.uniform(4.0, 14.0)
+    amps = [r0 * rng.uniform(0.08, 0.22) for _ in range(4)]
+    phases = [rng.uniform(0, 2 * math.pi) for _ in range(4)]
+    stretch = rng.uniform(1.0, 1.8)
+    theta = rng.uniform(0, math.pi)
+    g = (r0 + sum(amps)) * stretch + 2
+    sl = _window(size, cx - g, cx + g, cy - g, cy + g)
+    out = np.full(X.shape, _FAR, np.float32)
+    if X[sl].size == 0:
+        return out
+    dx, dy, f = _local(X[sl], Y[sl], cx, cy, theta, stretch)
+    ang = np.arctan2(dy, dx)
+    r = np.full_like(ang, r0)
+    for k, a, ph in zip((2, 3, 4, 5), amps, phases):
+        r = r + a * np.sin(k * ang + ph)
+    out[sl] = (np.sqrt(dx * dx + dy * dy) - r) * f
+    return out
+
+
+def _smooth_noise(rng, size, cells):
+    small = rng.uniform(0, 1, (cells, cells)).astype(np.float32)
+    im = Image.fromarray(small, mode="F").resize((size, size), Image.BICUBIC)
+    return np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+
+
+TEXTURES = ("flat", "stripes", "checker", "noise", "speckle", "gradient")
+
+
+def _pattern(rng, X, Y, size, sl, kinds) -> np.ndarray:
+    """A texture pattern in [0, 1] over ``X[sl]`` (``sl``: the window of the full grid being painted)."""
+    kind = TEXTURES.index(kinds[int(rng.integers(0, len(kinds)))])
+    ang = rng.uniform(0, math.pi)
+    X, Y = X[sl], Y[sl]
+    t = X * math.cos(ang) + Y * math.sin(ang)
+    if kind == 0:  # flat
+        return np.zeros_like(X)
+    if kind == 1:  # stripes (soft square wave)
+        period = rng.uniform(3.0, 12.0)
+        s = np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi))
+        return np.clip(s * 2.5 + 0.5, 0, 1)
+    if kind == 2:  # checker
+        period = rng.uniform(3.0, 12.0)
+        t2 = -X * math.sin(ang) + Y * math.cos(ang)
+        s = np.sin(2 * math.pi * t / period) * np.sin(2 * math.pi * t2 / period)
+        return np.clip(s * 3 + 0.5, 0, 1)
+    if kind == 3:  # smooth noise
+        return _smooth_noise(rng, size, int(rng.integers(3, 16)))[sl]
+    if kind == 4:  # speckle
+        return rng.uniform(0, 1, X.shape).astype(np.float32)
+    lo = min(0.0, size * math.cos(ang)) + min(0.0, size * math.sin(ang))  # gradient across the full image
+    g = (t - lo) / (size * (abs(math.cos(ang)) + abs(math.sin(ang))))
+    return g if rng.uniform() < 0.5 else 1 - g
+
+
+def _texture(rng, X, Y, size, base, amp_range, kinds, sl=(slice(None), slice(None))):
+    second = _random_colour(rng, None, 0)
+    amp = _u(rng, amp_range)
+    pat = _pattern(rng, X, Y, size, sl, kinds)
+    return base[None, None, :] + (amp * pat)[..., None] * (second - base)[None, None, :]
+
+
+def _blur(img, sigma):
+    """Separable Gaussian blur of an HxWxC float image (edge padding)."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1, dtype=np.float32) / sigma) ** 2)
+    k /= k.sum()
+    H, W = img.shape[:2]
+    pad = np.pad(img, ((r, r), (0, 0), (0, 0)), mode="edge")
+    out = sum(k[j] * pad[j:j + H] for j in range(2 * r + 1))
+    pad = np.pad(out, ((0, 0), (r, r), (0, 0)), mode="edge")
+    return sum(k[j] * pad[:, j:j + W] for j in range(2 * r + 1)).astype(np.float32)
+
+
+def _paint(img, rng, X, Y, size, sdf, base, amp_range, kinds):
+    """Paint a textured item with anti-aliased edges (alpha = coverage estimated from the SDF)."""
+    alpha = np.clip(0.5 - sdf, 0.0, 1.0)
+    rows = np.flatnonzero(alpha.any(axis=1))
+    cols = np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return
+    sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    field = _texture(rng, X, Y, size, base, amp_range, kinds, sl)
+    a = alpha[sl][..., None]
+    img[sl] += a * (field - img[sl])
+
+
+def _place_dot(rng, X, Y, p, ok_center: Callable[[float, float, float], bool], tries=40):
+    for _ in range(tries):
+        r = _u(rng, p.dot_radius)
+        cx, cy = rng.uniform(r + 1, p.image_size - r - 1, 2)
+        if ok_center(cx, cy, r):
+            return cx, cy, r
+    return None
+
+
+def render(split: str, index: int, version: int = SYNTHETIC_VERSION,
+           params: SynthParams | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Render one image: (uint8 RGB HxWx3 before JPEG, uint8 mask with 255 void, info).
+
+    ``info['objects']`` lists ``(class, mean RGB of its visible pixels)`` for tests of colour independence.
+    """
+    p = params or SynthParams()
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+        [SEED_BASE, version, SPLIT_CODES[split], index])))
+    S = p.image_size
+    X, Y = _grid(S)
+
+    # background
+    bg = _random_colour(rng, None, 0)
+    img = _texture(rng, X, Y, S, bg, p.bg_texture_amp, p.bg_textures).astype(np.float32).copy()
+    label = np.zeros((S, S), np.uint8)
+    inst = np.zeros((S, S), np.int16)  # painted item id (objects, dots, clutter), 0 = bare background
+    items: list[int] = [BG]  # class of each item id
+    occupied = np.zeros((S, S), bool)  # anything but bare background
+
+    def add_item(cls, colour, sdf):
+        inside = sdf < 0
+        items.append(cls)
+        inst[inside] = len(items) - 1
+        label[inside] = cls
+        occupied[inside] = True
+        return inside
+
+    def clutter(thin: bool):
+        if thin or rng.uniform() < 0.5:
+            sdf = _stroke_sdf(rng, X, Y, S, thin)
+        else:
+            sdf = _blob_sdf(rng, X, Y, S)
+        c = _random_colour(rng, bg, p.min_contrast * 0.5)
+        _paint(img, rng, X, Y, S, sdf, c, p.texture_amp, p.clutter_textures)
+        add_item(BG, c, sdf)
+
+    for _ in range(_i(rng, p.num_clutter_back)):
+        clutter(thin=False)
+
+    # objects, each possibly carrying a dot painted right after it
+    n_obj = _i(rng, p.num_objects)
+    placed_area: dict[int, int] = {}
+    for _ in range(n_obj):
+        cls = int(rng.choice(OBJECT_CLASSES))
+        size = _u(rng, p.object_size)
+        sdf = None
+        for _try in range(20):
+            cx, cy = rng.uniform(0.08 * S, 0.92 * S, 2)
+            cand = _object_sdf(cls, rng, p, X, Y, cx, cy, size)
+            inside = cand < 0
+            if inside.sum() < 20:
+                continue
+            hidden = np.bincount(inst[inside], minlength=len(items))
+            visible = np.bincount(inst.reshape(-1), minlength=len(items))
+            if all(visible[k] - hidden[k] >= (1 - p.max_occlusion) * a for k, a in placed_area.items()):
+                sdf = cand
+                break
+        if sdf is None:
+            continue
+        colour = _random_colour(rng, bg, p.min_contrast)
+        kinds = (p.class_textures[OBJECT_CLASSES.index(cls)],) if p.class_textures else p.object_textures
+        _paint(img, rng, X, Y, S, sdf, colour, p.texture_amp, kinds)
+        inside = add_item(cls, colour, sdf)
+        placed_area[len(items) - 1] = int(inside.sum())
+        # a dot on this object (dots are not counted as occluders of their host)
+        if cls in HOST_CLASSES and rng.uniform() < p.p_dot_on:
+            def on_host(x, y, r, _sdf=sdf):
+                iy, ix = int(y), int(x)
+                return _sdf[iy, ix] < -(r + 1.5)
+            spot = _place_dot(rng, X, Y, p, on_host)
+            if spot is not None:
+                dcx, dcy, r = spot
+                dsdf = np.sqrt((X - dcx) ** 2 + (Y - dcy) ** 2) - r
+                dc = _random_colour(rng, colour, p.min_contrast)
+                _paint(img, rng, X, Y, S, dsdf, dc, (0.0, 0.25), ("flat", "speckle", "noise"))
+                add_item(DOT_ON, dc, dsdf)
+
+    for _ in range(_i(rng, p.num_clutter_front)):
+        clutter(thin=True)
+
+    # dots alone: only bare background (no object, no clutter) within r + 3 px
+    def free(x, y, r):
+        g = r + 3.0
+        x0, x1 = max(int(x - g), 0), min(int(x + g) + 1, S)
+        y0, y1 = max(int(y - g), 0), min(int(y + g) + 1, S)
+        win = occupied[y0:y1, x0:x1]
+        dd = (X[y0:y1, x0:x1] - x) ** 2 + (Y[y0:y1, x0:x1] - y) ** 2
+        return not bool((win & (dd <= g * g)).any())
+
+    for _ in range(_i(rng, p.num_lone_dots)):
+        spot = _place_dot(rng, X, Y, p, free)
+        if spot is None:
+            continue
+        dcx, dcy, r = spot
+        dsdf = np.sqrt((X - dcx) ** 2 + (Y - dcy) ** 2) - r
+        dc = _random_colour(rng, bg, p.min_contrast)
+        _paint(img, rng, X, Y, S, dsdf, dc, (0.0, 0.25), ("flat", "speckle", "noise"))
+        add_item(DOT_ALONE, dc, dsdf)
+
+    # mean colour of the visible pixels of every non-background item (before photometric effects)
+    objects = []
+    for k in np.unique(inst):
+        if k and items[k] != BG:
+            objects.append((items[k], img[inst == k].mean(axis=0).tolist()))
+
+    # photometric effects: blur, contrast/brightness/colour cast, noise
+    sigma = _u(rng, p.blur_sigma)
+    contrast, bright = _u(rng, p.contrast), _u(rng, p.brightness)
+    gain = rng.uniform(p.channel_gain[0], p.channel_gain[1], 3).astype(np.float32)
+    noise = _u(rng, p.noise_std)
+    if sigma > 0.05:
+        img = _blur(img, sigma)
+    img = ((img - 128.0) * contrast + 128.0 + bright) * gain
+    img = img + rng.normal(0, noise, img.shape).astype(np.float32)
+    rgb = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    # void: a thin band on every boundary between different classes (void_band 1: the pixels of the item on top,
+    # i.e. painted later; 2: both sides; 0: none)
+    mask = label.copy()
+    void = np.zeros((S, S), bool)
+    if p.void_band:
+        for a, b, ia, ib in ((np.s_[:, 1:], np.s_[:, :-1], np.s_[:, 1:], np.s_[:, :-1]),
+                             (np.s_[1:, :], np.s_[:-1, :], np.s_[1:, :], np.s_[:-1, :])):
+            edge = label[a] != label[b]
+            if p.void_band >= 2:
+                void[a] |= edge
+                void[b] |= edge
+            else:
+                top_a = inst[ia] > inst[ib]
+                void[a] |= edge & top_a
+                void[b] |= edge & ~top_a
+    mask[void] = IGNORE
+    return rgb, mask, {"objects": objects}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------
+
+def _write_one(args) -> tuple[str, int, list[int]]:
+    tmp, split, index, version, params_json, palette = args
+    params = SynthParams.from_json(params_json)
+    rgb, mask, _ = render(split, index, version, params)
+    iid = image_id(split, index)
+    Image.fromarray(rgb, mode="RGB").save(Path(tmp) / "JPEGImages" / f"{iid}.jpg", quality=params.jpeg_quality)
+    m = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask).tobytes())
+    m.putpalette(palette)
+    m.save(Path(tmp) / "SegmentationClass" / f"{iid}.png", optimize=False)
+    counts = np.bincount(mask.reshape(-1), minlength=256)[:NUM_CLASSES]
+    return split, index, [int(c) for c in counts]  # classes_present() applies MIN_CLASS_PIXELS to these
+
+
+def _line(iid: str) -> str:
+    return f"JPEGImages/{iid}.jpg SegmentationClass/{iid}.png\n"
+
+
+def _write_list(path: Path, ids: list[str]) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = split_bytes(ids)
+    path.write_bytes(data)
+    return {"count": len(ids), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def classes_present(mask: np.ndarray) -> set[int]:
+    """Foreground classes with at least MIN_CLASS_PIXELS non-void pixels in a mask."""
+    counts = np.bincount(mask.reshape(-1), minlength=256)[:NUM_CLASSES]
+    return {c for c in range(1, NUM_CLASSES) if counts[c] >= MIN_CLASS_PIXELS}
+
+
+def split_lists(num_train: int, num_val: int, labeled_counts: tuple[int, ...], version: int,
+                present: Callable[[str], set[int]]) -> tuple[dict[str, list[str]], int]:
+    """The ids of every split list (``{relpath: ids}``) and the permutation attempt that was used.
+
+    ``present(train_id)`` gives the foreground classes of a train image. The labeled lists are the prefixes of
+    the first fixed-seed permutation of the train ids whose smallest prefix contains every foreground class
+    (so the lists are nested and all cover every class); ids inside each list are sorted.
+    """
+    train_ids = [image_id("train", i) for i in range(num_train)]
+    lists = {"train.txt": train_ids, "val.txt": [image_id("val", i) for i in range(num_val)]}
+    need = set(range(1, NUM_CLASSES))
+    smallest = min(labeled_counts)
+    for attempt in range(10_000):
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([SEED_BASE, version, SPLIT_SEED, attempt])))
+        perm = [train_ids[i] for i in rng.permutation(num_train)]
+        if need <= set().union(*(present(i) for i in perm[:smallest])):
+            break
+    else:
+        raise DataError(f"synthetic: could not draw a {smallest}-image labeled list with every class; "
+                        f"too few training images contain some class")
+    for n in labeled_counts:
+        lists[f"{n}/labeled.txt"] = sorted(perm[:n])
+        lists[f"{n}/unlabeled.txt"] = sorted(perm[n:])
+    lists["full/labeled.txt"] = train_ids
+    return lists, attempt
+
+
+def split_checksums(version: int = SYNTHETIC_VERSION, num_train: int = NUM_TRAIN, num_val: int = NUM_VAL,
+                    labeled_counts: tuple[int, ...] = LABELED_COUNTS, **params) -> dict[str, dict]:
+    """``{relpath: {count, sha256}}`` of the split lists a generation would write, without writing images
+    (renders only the masks the labeled-list draw looks at; fast)."""
+    p = SynthParams(**params)
+    cache: dict[str, set[int]] = {}
+
+    def present(iid: str) -> set[int]:
+        if iid not in cache:
+            cache[iid] = classes_present(render("train", int(iid.split("_")[1]), version, p)[1])
+        return cache[iid]
+
+    counts = tuple(sorted(c for c in labeled_counts if c < num_train))
+    lists, _ = split_lists(num_train, num_val, counts, version, present)
+    return {rel: {"count": len(ids), "sha256": hashlib.sha256(split_bytes(ids)).hexdigest()} for rel, ids in lists.items()}
+
+
+def split_bytes(ids: list[str]) -> bytes:
+    """The raw bytes of a split list (one ``JPEGImages/<id>.jpg SegmentationClass/<id>.png`` line per id)."""
+    return "".join(_line(i) for i in ids).encode()
+
+
+def _manifest_ok(root: Path, version: int, params: SynthParams | None = None,
+                 num_train: int | None = None, num_val: int | None = None) -> tuple[bool, str]:
+    mf = root / "manifest.json"
+    if not mf.is_file():
+        return False, f"{root} has no manifest.json (incomplete or not a synthetic dataset root)"
+    try:
+        m = json.loads(mf.read_text())
+    except (OSError, ValueError) as exc:
+        return False, f"{mf} is unreadable: {exc}"
+    if m.get("version") != version:
+        return False, f"{root} holds synthetic version {m.get('version')}, expected version {version}"
+    if not m.get("complete"):
+        return False, f"{root} is marked incomplete"
+    if params is not None and m.get("params") != params.to_json():
+        return False, f"{root} was generated with other parameters"
+    if num_train is not None and m.get("num_train") != num_train:
+        return False, f"{root} has {m.get('num_train')} train images, expected {num_train}"
+    if num_val is not None and m.get("num_val") != num_val:
+        return False, f"{root} has {m.get('num_val')} val images, expected {num_val}"
+    n = m.get("num_train", 0) + m.get("num_val", 0)
+    for sub, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
+        d = root / sub
+        if not d.is_dir() or sum(1 for f in os.scandir(d) if f.name.endswith(ext)) != n:
+            return False, f"{d} does not hold the {n} files the manifest lists"
+    for rel in m.get("splits", {}):
+        if not (root / "splits" / rel).is_file():
+            return False, f"split list {root / 'splits' / rel} is missing"
+    return True, ""
+
+
+def generate(root: str | Path, version: int = SYNTHETIC_VERSION, num_train: int = NUM_TRAIN,
+             num_val: int = NUM_VAL, workers: int = 1,
+             progress: Callable[[int, int], None] | None = None,
+             labeled_counts: tuple[int, ...] = LABELED_COUNTS, **params) -> Path:
+    """Generate the dataset at ``root`` (atomically) and return ``root``.
+
+    ``params`` override :class:`SynthParams` fields (generator knobs). An existing complete root with the same
+    version, sizes and parameters is reused; any other existing ``root`` is an error (never mixed).
+    ``progress(done, total)`` is called as images are written.
+    """
+    root = Path(root).expanduser()
+    p = SynthParams(**params)
+    labeled_counts = tuple(sorted(c for c in labeled_counts if c < num_train))
+    if not labeled_counts:
+        raise DataError(f"synthetic: every labeled count must be smaller than num_train={num_train}")
+    if root.exists():
+        ok, why = _manifest_ok(root, version, p, num_train, num_val)
+        if ok:
+            return root
+        raise DataError(f"synthetic dataset root {root} exists but cannot be reused: {why}. "
+                        f"Delete it or choose another root.")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    try:
+        (tmp / "JPEGImages").mkdir()
+        (tmp / "SegmentationClass").mkdir()
+        palette = _palette()
+        jobs = [(str(tmp), s, i, version, p.to_json(), palette)
+                for s, n in (("train", num_train), ("val", num_val)) for i in range(n)]
+        total = len(jobs)
+        results = []
+        t0 = time.time()
+        if workers > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork" if sys.platform.startswith("linux") else "spawn").Pool(workers) as pool:
+                for r in pool.imap_unordered(_write_one, jobs, chunksize=16):
+                    results.append(r)
+                    if progress:
+                        progress(len(results), total)
+        else:
+            for job in jobs:
+                results.append(_write_one(job))
+                if progress:
+                    progress(len(results), total)
+        results.sort(key=lambda r: (SPLIT_CODES[r[0]], r[1]))
+        present = {image_id(s, i): {c for c in range(1, NUM_CLASSES) if cnt[c] >= MIN_CLASS_PIXELS}
+                   for s, i, cnt in results}
+        pixel_counts = np.zeros((2, NUM_CLASSES), np.int64)
+        image_counts = np.zeros((2, NUM_CLASSES), np.int64)
+        for s, _i_, cnt in results:
+            pixel_counts[SPLIT_CODES[s]] += cnt
+            image_counts[SPLIT_CODES[s]] += np.asarray(cnt) >= MIN_CLASS_PIXELS
+
+        lists, attempt = split_lists(num_train, num_val, labeled_counts, version, present.__getitem__)
+        splits = {rel: _write_list(tmp / "splits" / rel, ids) for rel, ids in lists.items()}
+
+        manifest = {
+            "name": "synthetic",
+            "version": version,
+            "complete": True,
+            "layout": "voc",
+            "image_size": [p.image_size, p.image_size],
+            "num_train": num_train,
+            "num_val": num_val,
+            "num_classes": NUM_CLASSES,
+            "class_names": CLASS_NAMES,
+            "ignore_index": IGNORE,
+            "seed_base": SEED_BASE,
+            "split_seed": [SPLIT_SEED, attempt],
+            "labeled_counts": list(labeled_counts),
+            "labeled_nested": True,
+            "params": p.to_json(),
+            "splits": splits,
+            "class_pixels": {"train": pixel_counts[0].tolist(), "val": pixel_counts[1].tolist()},
+            "class_images": {"train": image_counts[0].tolist(), "val": image_counts[1].tolist()},
+            "generation_seconds": round(time.time() - t0, 2),
+            "workers": workers,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            # another process finished first: use its root if it is the same dataset
+            ok, why = _manifest_ok(root, version, p, num_train, num_val)
+            if not ok:
+                raise DataError(f"synthetic dataset root {root} appeared during generation and cannot be "
+                                f"reused: {why}") from None
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def ensure_synthetic(root: str | Path | None = None, version: int = SYNTHETIC_VERSION, workers: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> Path:
+    """Return the root of the default synthetic dataset, generating it on first use.
+
+    Default root: ``$HARNESS_CACHE/synthetic/v<version>`` (``HARNESS_CACHE`` defaults to ``~/.cache/harness``).
+    A complete root of this version is reused; an incomplete one or one of another version raises DataError.
+    """
+    root = Path(root).expanduser() if root is not None else default_root(version)
+    if root.exists():
+        ok, why = _manifest_ok(root, version, SynthParams(), NUM_TRAIN, NUM_VAL)
+        if ok:
+            return root
+        raise DataError(f"synthetic dataset root {root} cannot be used: {why}. Delete it to regenerate.")
+    if workers is None:
+        workers = max(1, min(4, os.cpu_count() or 1))
+    return generate(root, version=version, workers=workers, progress=progress)
+
+
+def protocol_yaml(root: str | Path) -> str:
+    """The text of ``benchmarks/protocols/synthetic.yaml`` for a generated root (split checksums from its manifest).
+
+    Training settings are the benchmark's; keep them in sync with the checked-in file when regenerating it.
+    """
+    m = json.loads((Path(root) / "manifest.json").read_text())
+    sp = m["splits"]
+    n_train = m["num_train"]
+
+    def sf(k):
+        return f"{{path: {k}, sha256: {sp[k]['sha256']}, count: {sp[k]['count']}}}"
+
+    nested = " ⊂ ".join(str(n) for n in m["labeled_counts"])
+    out = [f"""# Built-in synthetic dataset (harness/data/synthetic.py, version {m['version']}): {m['image_size'][0]}x{m['image_size'][1]} images in the
+# PASCAL VOC layout, background + {m['num_classes'] - 1} classes defined by shape and context, never by colour: disk, ring,
+# square, triangle, cross, and a small dot that is `dot_on` when it lies on an object and `dot_alone` when it
+# lies on the background. Random colours, textures, scales and rotations; occlusion; clutter (blobs, strokes)
+# labelled background; blur, noise, brightness/contrast. {n_train:,} train / {m['num_val']:,} val images; the labeled lists
+# are nested ({nested}) and each contains every class; `full` = all train images labeled, no unlabeled
+# list. Split paths are relative to <root>/splits.
+#
+# Generate (deterministic, ~20 s on one core; cached in $HARNESS_CACHE/synthetic/v{m['version']}):
+#     harness data synthetic      or      python -m harness.data.synthetic [--root DIR] [--workers N]
+# Regenerate this file's checksums after a generator change (which must bump SYNTHETIC_VERSION):
+#     python -m harness.data.synthetic --write-protocols benchmarks/protocols/synthetic.yaml
+# tests/data/test_synthetic.py checks that the checksums match a default generation.
+
+defaults:
+  dataset: synthetic
+  family: synthetic
+  num_classes: {m['num_classes']}
+  class_names: [{', '.join(m['class_names'])}]
+  crop_size: 64
+  # A narrower rescale range than the standard benchmarks' (0.5, 2.0): with 0.5-2.0, crops of these small
+  # images lose whole objects and the small CPU model stops learning within the budget (measured).
+  scale_range: [0.75, 1.25]
+  eval: {{mode: whole}}
+  model: {{backbone: small, width: 32, decoder_channels: 64, output_stride: 16, pretrained: false, deep_stem: false}}
+  budget: {{iterations: 4000, batch_labeled: 8, batch_unlabeled: 8, lr: 0.01, head_lr_mult: 10, weight_decay: 1.0e-4,
+           momentum: 0.9, poly_power: 0.9, num_evals: 5}}
+  supervised_loss: {{type: ce}}
+  method_settings:
+    unimatch: {{tau: 0.95}}
+    s4mim: {{tau: 0.95}}
+    imas: {{tau: 0.95}}
+    combined: {{tau: 0.95}}
+  splits:
+    val: {sf('val.txt')}
+
+protocols:"""]
+    for n in m["labeled_counts"]:
+        out.append(f"""  - id: synthetic-{n}
+    description: synthetic, {n} labeled / {n_train - n} unlabeled train images
+    splits:
+      labeled: {sf(f'{n}/labeled.txt')}
+      unlabeled: {sf(f'{n}/unlabeled.txt')}""")
+    out.append(f"""  - id: synthetic-full
+    description: synthetic, all {n_train} train images labeled (fully supervised reference)
+    splits:
+      labeled: {sf('full/labeled.txt')}""")
+    return "\n".join(out) + "\n"
+
+
+_SPLIT_ENTRY = re.compile(r"\{path: ([^,\s]+), sha256: [0-9a-f]{64}, count: \d+\}")
+
+
+def write_protocol_file(path: str | Path, root: str | Path) -> None:
+    """Write the protocol file for ``root``; an existing file keeps its text, only its split checksums and
+    counts are updated (so tuned training settings survive a regeneration)."""
+    path = Path(path)
+    if not path.exists():
+        path.write_text(protocol_yaml(root))
+        return
+    splits = json.loads((Path(root) / "manifest.json").read_text())["splits"]
+
+    def sub(mt):
+        rel = mt.group(1)
+        if rel not in splits:
+            raise DataError(f"{path}: split {rel} is not produced by the generator (known: {', '.join(splits)})")
+        return f"{{path: {rel}, sha256: {splits[rel]['sha256']}, count: {splits[rel]['count']}}}"
+
+    path.write_text(_SPLIT_ENTRY.sub(sub, path.read_text()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.data.synthetic", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, default=None, help="dataset root (default: $HARNESS_CACHE/synthetic/v<version>)")
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--version", type=int, default=SYNTHETIC_VERSION)
+    ap.add_argument("--write-protocols", type=Path, default=None, metavar="YAML",
+                    help="also write the protocol file's split checksums (an existing file keeps its other text)")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+
+    def progress(done, total):
+        if done % 250 == 0 or done == total:
+            print(f"\r{done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    try:
+        root = ensure_synthetic(args.root, version=args.version, workers=args.workers, progress=progress)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"synthetic v{args.version} at {root} ({time.time() - t0:.1f} s)")
+    if args.write_protocols:
+        write_protocol_file(args.write_protocols, root)
+        print(f"wrote {args.write_protocols}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
