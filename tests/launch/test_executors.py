@@ -209,7 +209,16 @@ def _fake_slurm_task_env(monkeypatch, rank, ntasks=2, visible="4,5"):
         monkeypatch.setenv(k, v)
 
 
-def test_distributed_environment_export(monkeypatch):
+@pytest.fixture
+def restore_environ():
+    """export_distributed_env writes os.environ directly; leaked RANK/WORLD_SIZE would reach later jobs."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_distributed_environment_export(monkeypatch, restore_environ):
     _fake_slurm_task_env(monkeypatch, rank=1)
     exported = launch.export_distributed_env()
     assert exported == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
