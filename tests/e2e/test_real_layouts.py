@@ -1,5 +1,7 @@
 """Training and evaluation through the real VOC and Cityscapes readers, on trees written in the public layouts."""
 
+import shutil
+
 import pytest
 
 from harness.cli import main
@@ -81,3 +83,21 @@ def test_missing_data_root_is_a_clear_error(voc, tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(tmp_path / "nope") in err and "--data-root" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_data_splits_verifies_a_folder_and_fetches_from_a_url(tmp_path, capsys, monkeypatch):
+    from tests.data.conftest import shared_splits_dir
+
+    shared = shared_splits_dir()
+    if shared is None:
+        pytest.skip("shared split files not found")
+    assert main(["data", "splits", "--splits-dir", str(shared)]) == 0
+    monkeypatch.setenv("HARNESS_SPLITS_URL", shared.as_uri())
+    assert main(["data", "splits", "--dest", str(tmp_path / "cache")]) == 0
+    assert (tmp_path / "cache" / "pascal" / "732" / "labeled.txt").read_bytes() == \
+        (shared / "pascal" / "732" / "labeled.txt").read_bytes()
+    tampered = tmp_path / "copy"
+    shutil.copytree(shared, tampered)
+    (tampered / "pascal" / "92" / "labeled.txt").write_text("JPEGImages/x.jpg SegmentationClass/x.png\n")
+    assert main(["data", "splits", "--splits-dir", str(tampered)]) == 2
+    assert "pascal/92/labeled.txt" in capsys.readouterr().err
