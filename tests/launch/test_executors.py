@@ -218,7 +218,7 @@ def restore_environ():
     os.environ.update(saved)
 
 
-def test_distributed_environment_export(monkeypatch, restore_environ):
+def test_distributed_environment_export(restore_environ, monkeypatch):  # restored after monkeypatch undoes
     _fake_slurm_task_env(monkeypatch, rank=1)
     exported = launch.export_distributed_env()
     assert exported == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
