@@ -310,8 +310,3 @@ class Engine:
                 f"stopped and {kept}. Lower the learning rate or check the method's settings, then rerun the "
                 f"same command to resume from the checkpoint.")
 
-
-def describe_exception(exc: BaseException) -> str:
-    if isinstance(exc, HarnessError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"

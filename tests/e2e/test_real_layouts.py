@@ -85,12 +85,14 @@ def test_missing_data_root_is_a_clear_error(voc, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_data_splits_verifies_a_folder_and_fetches_from_a_url(tmp_path, capsys, monkeypatch):
+def test_data_splits_verifies_a_folder_and_fetches_from_a_url(tmp_path, capsys, monkeypatch, request):
     from tests.data.conftest import shared_splits_dir
 
     shared = shared_splits_dir()
     if shared is None:
         pytest.skip("shared split files not found")
+    get_plugin_manager.cache_clear()  # only the shipped protocols: other tests register ones of their own
+    request.addfinalizer(get_plugin_manager.cache_clear)
     assert main(["data", "splits", "--splits-dir", str(shared)]) == 0
     monkeypatch.setenv("HARNESS_SPLITS_URL", shared.as_uri())
     assert main(["data", "splits", "--dest", str(tmp_path / "cache")]) == 0
