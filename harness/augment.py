@@ -72,20 +72,21 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------
-# RNG helpers: all draws on the generator's device (CPU global RNG when no generator is given).
+# RNG helpers (also used by methods.components.cutmix): all draws on the generator's device, i.e. from
+# torch's global CPU RNG when no generator is given, so the engine's RNG checkpoint covers them.
 
 
 def _rng_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def _rand(shape: Sequence[int] | int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
+def uniform_draws(shape: Sequence[int] | int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
     if isinstance(shape, int):
         shape = (shape,)
     return torch.rand(tuple(shape), generator=generator, device=_rng_device(generator), dtype=dtype)
 
 
-def _randint(low: int, high: int, shape: Sequence[int] | int, generator: torch.Generator | None = None) -> Tensor:
+def integer_draws(low: int, high: int, shape: Sequence[int] | int, generator: torch.Generator | None = None) -> Tensor:
     """Uniform integers in [low, high) (``high`` exclusive)."""
     if isinstance(shape, int):
         shape = (shape,)
@@ -403,9 +404,9 @@ def sample_imas_params(
     batch_size: int, num_ops: int = 2, generator: torch.Generator | None = None
 ) -> ImasParams:
     """Draw ``num_ops`` ops per sample uniformly with replacement, each with its own U and sign."""
-    ops = _randint(0, len(IMAS_OP_NAMES), (batch_size, num_ops), generator).cpu()
-    u = _rand((batch_size, num_ops), generator).cpu()
-    sign = torch.where(_rand((batch_size, num_ops), generator).cpu() < 0.5, -1.0, 1.0).to(torch.float64)
+    ops = integer_draws(0, len(IMAS_OP_NAMES), (batch_size, num_ops), generator).cpu()
+    u = uniform_draws((batch_size, num_ops), generator).cpu()
+    sign = torch.where(uniform_draws((batch_size, num_ops), generator).cpu() < 0.5, -1.0, 1.0).to(torch.float64)
     return ImasParams(ops, u, sign)
 
 
@@ -472,16 +473,16 @@ def sample_unimatch_params(
     B = batch_size
 
     def uni(lo: float, hi: float) -> Tensor:
-        return (lo + (hi - lo) * _rand(B, generator)).cpu()
+        return (lo + (hi - lo) * uniform_draws(B, generator)).cpu()
 
-    jitter = (_rand(B, generator) < p_jitter).cpu()
+    jitter = (uniform_draws(B, generator) < p_jitter).cpu()
     b = uni(max(0.0, 1 - brightness), 1 + brightness)
     c = uni(max(0.0, 1 - contrast), 1 + contrast)
     s = uni(max(0.0, 1 - saturation), 1 + saturation)
     h = uni(-hue, hue)
-    order = torch.argsort(_rand((B, 4), generator).cpu(), dim=1)  # a uniform random permutation per sample
-    gray = (_rand(B, generator) < p_gray).cpu()
-    blur = (_rand(B, generator) < p_blur).cpu()
+    order = torch.argsort(uniform_draws((B, 4), generator).cpu(), dim=1)  # a uniform random permutation per sample
+    gray = (uniform_draws(B, generator) < p_gray).cpu()
+    blur = (uniform_draws(B, generator) < p_blur).cpu()
     sigma = uni(*sigma_range)
     return UniMatchParams(jitter, b, c, s, h, order, gray, blur, sigma)
 
@@ -568,8 +569,8 @@ def unimatch_cutmix_boxes(
     pending, until every applied sample's box fits."""
     H, W = _hw(size)
     B = batch_size
-    apply = (_rand(B, generator) < p).cpu()
-    frac = (area_range[0] + (area_range[1] - area_range[0]) * _rand(B, generator)).cpu()
+    apply = (uniform_draws(B, generator) < p).cpu()
+    frac = (area_range[0] + (area_range[1] - area_range[0]) * uniform_draws(B, generator)).cpu()
     area = frac * (H * W)
     top = torch.zeros(B, dtype=torch.int64)
     left = torch.zeros(B, dtype=torch.int64)
@@ -579,9 +580,9 @@ def unimatch_cutmix_boxes(
     while bool(pending.any()):
         idx = torch.nonzero(pending).flatten()
         n = idx.numel()
-        r = (ratio_range[0] + (ratio_range[1] - ratio_range[0]) * _rand(n, generator)).cpu()
-        xs = _randint(0, W, n, generator).cpu()
-        ys = _randint(0, H, n, generator).cpu()
+        r = (ratio_range[0] + (ratio_range[1] - ratio_range[0]) * uniform_draws(n, generator)).cpu()
+        xs = integer_draws(0, W, n, generator).cpu()
+        ys = integer_draws(0, H, n, generator).cpu()
         w = torch.floor(torch.sqrt(area[idx] / r)).to(torch.int64)
         h = torch.floor(torch.sqrt(area[idx] * r)).to(torch.int64)
         ok = (xs + w <= W) & (ys + h <= H)
@@ -633,7 +634,7 @@ def blend_bernoulli(x_str: Tensor, x_w: Tensor, h, generator: torch.Generator | 
     hh = torch.as_tensor(h, dtype=torch.float64).detach().cpu().reshape(-1)
     if hh.numel() == 1:
         hh = hh.expand(x_w.shape[0])
-    pick = (_rand(x_w.shape[0], generator).cpu() < hh).to(x_w.device)
+    pick = (uniform_draws(x_w.shape[0], generator).cpu() < hh).to(x_w.device)
     return torch.where(pick.view(-1, *([1] * (x_w.dim() - 1))), x_str, x_w)
 
 

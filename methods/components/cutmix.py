@@ -18,6 +18,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from harness.augment import integer_draws, uniform_draws
+
 Tensor = torch.Tensor
 
 __all__ = [
@@ -35,16 +37,12 @@ __all__ = [
 ]
 
 
-def _rng_device(generator: torch.Generator | None) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
-
-
 def _rand(n: int, generator: torch.Generator | None) -> Tensor:
-    return torch.rand(n, generator=generator, device=_rng_device(generator), dtype=torch.float64).cpu()
+    return uniform_draws(n, generator).cpu()
 
 
 def _randint(low: int, high: int, n: int, generator: torch.Generator | None) -> Tensor:
-    return torch.randint(low, high, (n,), generator=generator, device=_rng_device(generator)).cpu()
+    return integer_draws(low, high, n, generator).cpu()
 
 
 def _num_groups(batch: int, group_size: int | None) -> int:
