@@ -12,14 +12,8 @@ from methods.components.mim_terms import MIMTerms, resolve_mim
 from methods.imas import Imas
 from methods.s4mim import S4MIM
 
-try:  # pytest's default import mode puts tests/methods on sys.path; a package layout needs the full name
-    from tests.methods.test_s4mim import BASE, merge
-    from tests.methods.test_unimatch import single_thread  # noqa: F401  (autouse fixture)
-    from tests.methods.test_unimatch import S, batches, make_context, make_model
-except ImportError:  # pragma: no cover
-    from test_s4mim import BASE, merge
-    from test_unimatch import single_thread  # noqa: F401
-    from test_unimatch import S, batches, make_context, make_model
+from tests.methods.test_s4mim import BASE, merge
+from tests.methods.test_unimatch import S, batches, make_context, make_model
 
 ZERO = {"lambda_rec": 0.0, "lambda_fa": 0.0, "lambda_sem": 0.0}
 

@@ -1,6 +1,5 @@
 """Tests of the iMAS plugin (methods/imas.py, imas.md §10, §13, §14)."""
 
-import contextlib
 import copy
 import io
 
@@ -12,43 +11,20 @@ from torch import nn
 import methods.imas as imas_module
 from harness.augment import imas_strong, normalize
 from harness.losses import cross_entropy
-from harness.method import Batch, MethodContext
 from harness.models import build_model
-from harness.protocols import ModelSpec
 from methods.imas import Imas
+from tests.methods.helpers import SPEC, make_batch, make_context, params_and_buffers, sgd_step
 
 K = 3
 B_L, B_U = 2, 4
-SPEC = ModelSpec(backbone="small", width=8, decoder_channels=16, pretrained=False, deep_stem=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions: intra-op threads only add overhead (and stall badly on a loaded machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _context(iters_per_epoch=100, total_steps=1000):
-    return MethodContext(device=torch.device("cpu"), num_classes=K, total_steps=total_steps,
-                         iters_per_epoch=iters_per_epoch, crop_size=32, dataset="synthetic",
-                         supervised_loss=cross_entropy, model_factory=lambda: build_model(SPEC, K),
-                         autocast=contextlib.nullcontext)
+    return make_context(K, total_steps=total_steps, iters_per_epoch=iters_per_epoch)
 
 
 def _batch(n, labeled, seed):
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    valid = torch.ones(n, 32, 32, dtype=torch.bool)
-    valid[0, 20:] = False  # bottom padding of the first crop
-    raw[0, :, 20:] = 0
-    label = None
-    if labeled:
-        label = torch.randint(0, K, (n, 32, 32), generator=g)
-        label[~valid] = 255
-    return Batch(raw=raw, image=normalize(raw), valid=valid, label=label)
+    return make_batch(n, labeled, seed, K)
 
 
 def _method(iters_per_epoch=100, perturb_teacher=True, model=None, **cfg):
@@ -97,16 +73,7 @@ def _force_h(monkeypatch, h):
 
 
 def _sgd_step(method, opt, step, seed=0):
-    out = method.training_step(_batch(B_L, True, 100 + seed), _batch(B_U, False, 200 + seed), step)
-    opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
-    method.after_step(step)
-    return out
-
-
-def _params_and_buffers(module):
-    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    return sgd_step(method, opt, step, _batch(B_L, True, 100 + seed), _batch(B_U, False, 200 + seed))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -167,11 +134,11 @@ def test_ema_decay_schedule_e10():
     opt = torch.optim.SGD(m.model.parameters(), lr=0.1)
     for i in range(3):
         _sgd_step(m, opt, i, seed=i)
-        s, t = _params_and_buffers(m.model), _params_and_buffers(m.teacher.module)
+        s, t = params_and_buffers(m.model), params_and_buffers(m.teacher.module)
         assert all(torch.equal(s[k], t[k]) for k in s)
-    prev = {k: v.clone() for k, v in _params_and_buffers(m.teacher.module).items()}
+    prev = {k: v.clone() for k, v in params_and_buffers(m.teacher.module).items()}
     _sgd_step(m, opt, 3, seed=3)
-    s, t = _params_and_buffers(m.model), _params_and_buffers(m.teacher.module)
+    s, t = params_and_buffers(m.model), params_and_buffers(m.teacher.module)
     for k, v in s.items():
         if v.is_floating_point():
             torch.testing.assert_close(t[k], 0.75 * prev[k] + 0.25 * v)

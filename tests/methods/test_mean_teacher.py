@@ -1,6 +1,5 @@
 """Tests of the mean-teacher plugin (methods/mean_teacher.py, baselines.md §2)."""
 
-import contextlib
 import copy
 import math
 
@@ -9,41 +8,19 @@ import torch
 
 from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
 from harness.losses import cross_entropy
-from harness.method import Batch, MethodContext
 from harness.models import build_model
-from harness.protocols import ModelSpec
 from methods.mean_teacher import MeanTeacher
+from tests.methods.helpers import SPEC, make_batch, make_context, params_and_buffers, sgd_step
 
 K = 3
-SPEC = ModelSpec(backbone="small", width=8, decoder_channels=16, pretrained=False, deep_stem=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions: intra-op threads only add overhead (and stall badly on a loaded machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _context(total_steps=100):
-    return MethodContext(device=torch.device("cpu"), num_classes=K, total_steps=total_steps, iters_per_epoch=10,
-                         crop_size=32, dataset="synthetic", supervised_loss=cross_entropy,
-                         model_factory=lambda: build_model(SPEC, K), autocast=contextlib.nullcontext)
+    return make_context(K, total_steps=total_steps)
 
 
 def _batch(n, labeled, seed):
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    valid = torch.ones(n, 32, 32, dtype=torch.bool)
-    valid[0, 20:] = False  # bottom padding of the first crop
-    raw[0, :, 20:] = 0
-    label = None
-    if labeled:
-        label = torch.randint(0, K, (n, 32, 32), generator=g)
-        label[~valid] = 255
-    return Batch(raw=raw, image=normalize(raw), valid=valid, label=label)
+    return make_batch(n, labeled, seed, K)
 
 
 def _method(total_steps=100, **cfg):
@@ -53,16 +30,7 @@ def _method(total_steps=100, **cfg):
 
 
 def _sgd_step(method, opt, step, seed=0):
-    out = method.training_step(_batch(2, True, 100 + seed), _batch(4, False, 200 + seed), step)
-    opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
-    method.after_step(step)
-    return out
-
-
-def _params_and_buffers(module):
-    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    return sgd_step(method, opt, step, _batch(2, True, 100 + seed), _batch(4, False, 200 + seed))
 
 
 def test_config_defaults():
@@ -89,11 +57,11 @@ def test_teacher_copies_student_after_step0_then_lags():
     m = _method()
     opt = torch.optim.SGD(m.model.parameters(), lr=0.1)
     _sgd_step(m, opt, 0)
-    s, t = _params_and_buffers(m.model), _params_and_buffers(m.teacher.module)
+    s, t = params_and_buffers(m.model), params_and_buffers(m.teacher.module)
     assert all(torch.equal(s[k], t[k]) for k in s)  # α_0 = 0
     prev = {k: v.clone() for k, v in t.items()}
     _sgd_step(m, opt, 1, seed=1)
-    s, t = _params_and_buffers(m.model), _params_and_buffers(m.teacher.module)
+    s, t = params_and_buffers(m.model), params_and_buffers(m.teacher.module)
     assert not torch.equal(s["classifier.weight"], t["classifier.weight"])  # the teacher lags
     for k, v in s.items():
         if v.is_floating_point():
@@ -148,7 +116,7 @@ def test_state_dict_round_trip():
     state = copy.deepcopy(m.state_dict())
     fresh = MeanTeacher(copy.deepcopy(m.model), m.config, _context())
     fresh.load_state_dict(state)
-    t1, t2 = _params_and_buffers(m.teacher.module), _params_and_buffers(fresh.teacher.module)
+    t1, t2 = params_and_buffers(m.teacher.module), params_and_buffers(fresh.teacher.module)
     assert all(torch.equal(t1[k], t2[k]) for k in t1)
     assert not fresh.teacher.module.training
     torch.manual_seed(3)

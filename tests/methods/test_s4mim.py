@@ -14,12 +14,7 @@ from methods.components.mim_terms import compute_mim_terms, default_mask_setting
 from methods.s4mim import S4MIM
 from methods.unimatch import UniMatch
 
-try:  # pytest's default import mode puts tests/methods on sys.path; a package layout needs the full name
-    from tests.methods.test_unimatch import single_thread  # noqa: F401  (autouse fixture)
-    from tests.methods.test_unimatch import K, S, batches, make_batch, make_context, make_model
-except ImportError:  # pragma: no cover
-    from test_unimatch import single_thread  # noqa: F401
-    from test_unimatch import K, S, batches, make_batch, make_context, make_model
+from tests.methods.test_unimatch import K, S, batches, make_batch, make_context, make_model
 
 # small masks for 32×32 crops; τ low enough that the random network yields confident pixels
 BASE = {"tau": 0.4, "cmim": {"patch_size": 4, "mask_ratio": 0.5}, "sem": {"patch_size": 4, "mask_ratio": 0.5},

@@ -3,7 +3,6 @@
 Also holds the small fixtures the S4MIM and combined tests import (tiny model, 2 labeled + 4 unlabeled 32×32 crops).
 """
 
-import contextlib
 import copy
 
 import pydantic
@@ -12,47 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
-from harness.losses import cross_entropy
-from harness.method import Batch, MethodContext
 from harness.models import build_model
-from harness.protocols import ModelSpec
 from methods.unimatch import UniMatch
+from tests.methods import helpers
+from tests.methods.helpers import S, SPEC
 
 K = 4
-S = 32
-SPEC = ModelSpec(backbone="small", width=8, decoder_channels=16, pretrained=False, deep_stem=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: intra-op threads only add overhead (≈ 5× slower on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_context(crop_size=S, iters_per_epoch=10):
-    return MethodContext(device=torch.device("cpu"), num_classes=K, total_steps=100, iters_per_epoch=iters_per_epoch,
-                         crop_size=crop_size, dataset="synthetic", supervised_loss=cross_entropy,
-                         model_factory=lambda: build_model(SPEC, K), autocast=contextlib.nullcontext)
+    return helpers.make_context(K, iters_per_epoch=iters_per_epoch, crop_size=crop_size)
 
 
 def make_batch(n, labeled, seed, pad_rows=20, second=False):
-    """n crops; the first is padded below row ``pad_rows`` (valid False, raw 0, label 255)."""
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (n, 3, S, S), dtype=torch.uint8, generator=g)
-    valid = torch.ones(n, S, S, dtype=torch.bool)
-    valid[0, pad_rows:] = False
-    raw[0, :, pad_rows:] = 0
-    label = None
-    if labeled:
-        label = torch.randint(0, K, (n, S, S), generator=g)
-        label[~valid] = 255
-    batch = Batch(raw=raw, image=normalize(raw), valid=valid, label=label)
-    if second:  # the second crop is padded elsewhere, so V' differs from V
-        batch.second = make_batch(n, False, seed + 1000, pad_rows=8)
-    return batch
+    return helpers.make_batch(n, labeled, seed, K, pad_rows=pad_rows, second=second)
 
 
 def make_model(seed=0):
