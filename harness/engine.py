@@ -71,6 +71,25 @@ def poly_factor(step: int, total: int, power: float) -> float:
     return (1.0 - step / total) ** power
 
 
+def autocast_for(device: torch.device) -> Callable[[], Any]:
+    """A context-manager factory: bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def build_context(protocol, device: torch.device, total_steps: int) -> MethodContext:
+    """The facts of a run a method may use (shared by training, ``harness eval`` and the benchmarks)."""
+    from .losses import build_supervised_loss
+    from .models import build_model
+
+    p = protocol
+    return MethodContext(
+        device=device, num_classes=p.num_classes, total_steps=total_steps, iters_per_epoch=p.iters_per_epoch,
+        crop_size=p.crop_size, dataset=p.dataset, supervised_loss=build_supervised_loss(p.supervised_loss),
+        model_factory=lambda: build_model(p.model, p.num_classes).to(device), autocast=autocast_for(device))
+
+
 def build_optimizer(model, method: Method, lr: float, head_lr_mult: float, momentum: float, weight_decay: float):
     head = list(model.head_parameters()) + list(method.extra_modules.parameters())
     groups = [{"params": list(model.backbone_parameters()), "lr": lr, "base_lr": lr, "name": "backbone"},
@@ -122,7 +141,6 @@ class Engine:
     def __post_init__(self) -> None:
         from .data import build_train_loader, build_val_dataset, normalize
         from .evaluate import evaluate
-        from .losses import build_supervised_loss
         from .models import build_model
 
         p = self.protocol
@@ -136,12 +154,8 @@ class Engine:
             distributed.broadcast_module(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.context = MethodContext(
-            device=self.device, num_classes=p.num_classes, total_steps=self.total_steps,
-            iters_per_epoch=p.iters_per_epoch, crop_size=p.crop_size, dataset=p.dataset,
-            supervised_loss=build_supervised_loss(p.supervised_loss),
-            model_factory=lambda: build_model(p.model, p.num_classes).to(self.device),
-            autocast=self.autocast)
+        self.context = build_context(p, self.device, self.total_steps)
+        self.autocast = self.context.autocast
         self.method = self.method_cls(self.model, self.method_config, self.context)
         self.method.extra_modules.to(self.device)
         if self.dist.enabled:
@@ -158,11 +172,6 @@ class Engine:
     @property
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     @property
     def checkpoint_path(self) -> Path:
@@ -208,9 +217,13 @@ class Engine:
         return entry
 
     # -- the loop --------------------------------------------------------------------------------
-    def fit(self) -> TrainState:
+    def initial_state(self) -> TrainState:
+        """The checkpointed state (model, method, optimizer and RNG restored), or a fresh one."""
+        return self.load_checkpoint() if self.checkpoint_path.exists() else TrainState()
+
+    def fit(self, state: TrainState | None = None) -> TrainState:
         T = self.total_steps
-        state = self.load_checkpoint() if self.checkpoint_path.exists() else TrainState()
+        state = self.initial_state() if state is None else state
         if state.step >= T:
             return state
         b = self.protocol.budget

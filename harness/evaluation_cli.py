@@ -8,7 +8,6 @@ import torch
 
 from . import records
 from .errors import HarnessError
-from .method import MethodContext
 from .plugins import get_plugin_manager
 from .protocols import Protocol
 
@@ -17,7 +16,7 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
                         splits_dir: str | None = None, device: str = "auto") -> dict:
     from .data.roots import prepare_data
     from .evaluate import evaluate
-    from .losses import build_supervised_loss
+    from .engine import build_context
     from .models import build_model
     from .runner import resolve_device
 
@@ -43,19 +42,14 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     from .data import build_val_dataset
 
     model = build_model(trained_on.model.model_copy(update={"pretrained": False}), trained_on.num_classes).to(dev)
-    context = MethodContext(device=dev, num_classes=trained_on.num_classes, total_steps=doc["total_steps"],
-                            iters_per_epoch=doc["iters_per_epoch"], crop_size=trained_on.crop_size,
-                            dataset=trained_on.dataset,
-                            supervised_loss=build_supervised_loss(trained_on.supervised_loss),
-                            model_factory=lambda: None, autocast=lambda: torch.autocast(dev.type, enabled=False))
+    context = build_context(trained_on, dev, doc["total_steps"])
     method = info.cls(model, info.cls.Config.model_validate(doc["method"]["config"]), context)
     method.extra_modules.to(dev)
     state = torch.load(ckpt_path, map_location=dev, weights_only=False)
     model.load_state_dict(state["model"])
     method.load_state_dict(state["method"])
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else None
     result = evaluate(method.eval_model(), build_val_dataset(protocol, data_root_path, split_root), protocol.eval,
-                      protocol.num_classes, dev, autocast=autocast)
+                      protocol.num_classes, dev, autocast=context.autocast)
     result["class_names"] = protocol.class_names
     result["summary"] = (f"{info.name} checkpoint at step {state['step']}/{doc['total_steps']} on {protocol.id} "
                          f"({protocol.eval.name}): mIoU {result['miou']:.2f}")

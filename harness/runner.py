@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -227,15 +227,16 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
                                                                       sort_keys=True):
             raise HarnessError(f"run directory {out_dir} holds a checkpoint of a different configuration "
                                f"(compare {config_path} with this run); pass --force to start it again")
-        doc["resumed_from_step"] = torch.load(out_dir / records.CHECKPOINT, map_location="cpu",
-                                              weights_only=False)["step"]
+    state = engine.initial_state()  # the checkpoint is read once, here
+    if state.step:
+        doc["resumed_from_step"] = state.step
     if dist.is_main:
         records.write_json(config_path, doc)
         records.write_status(out_dir, "running", step=0, total_steps=r.total_steps)
         pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
                           "seed": spec.seed})
     try:
-        state = engine.fit()
+        state = engine.fit(state)
     except Exception as exc:
         from .engine import StopRequested
         if isinstance(exc, StopRequested):

@@ -315,7 +315,6 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
             notes.append(f"{r.record_path}: no best_on_val value; not counted.")
     columns, col_notes = _columns(runs, agg)
     notes += col_notes
-    colmap = {c.id: c for c in columns}
 
     # rows: one per (method, settings_hash)
     variants = runs.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash", "overrides"]]
@@ -677,8 +676,6 @@ def render_latex(t: Table) -> str:
     if groups:
         heads, rules, start = [], [], 2
         for (ds, fam), cols in groups:
-            s = {(c.backbone, str(c.crop_size), c.eval_mode) for c in cols}
-            sub = "; ".join(f"{backbone_label(b)}, {cr}, {eval_label(e)}" for b, cr, e in sorted(s))
             heads.append(f"\\multicolumn{{{len(cols)}}}{{c}}{{{tex_escape(family_label(fam))}}}")
             rules.append(f"\\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
             start += len(cols)

@@ -33,10 +33,9 @@ def main() -> None:
 
     from harness.data import build_train_loader
     from harness.data.roots import prepare_data
-    from harness.engine import build_optimizer, to_batch
+    from harness.engine import build_context, build_optimizer, to_batch
     from harness.data.transforms import normalize
     from harness.losses import build_supervised_loss
-    from harness.method import MethodContext
     from harness.models import build_model
     from harness.plugins import get_plugin_manager
     from harness.runner import build_method_config
@@ -77,9 +76,7 @@ def main() -> None:
             continue
         torch.manual_seed(0)
         model = build_model(p.model, p.num_classes)
-        ctx = MethodContext(device=device, num_classes=p.num_classes, total_steps=p.total_iterations,
-                            iters_per_epoch=p.iters_per_epoch, crop_size=p.crop_size, dataset=p.dataset,
-                            supervised_loss=loss_fn, model_factory=lambda: None, autocast=lambda: torch.autocast("cpu", enabled=False))
+        ctx = build_context(p, device, p.total_iterations)
         method = info.cls(model, build_method_config(info, p, {}), ctx)
         optim = build_optimizer(model, method, 1e-3, 10, 0.9, 1e-4)
 
