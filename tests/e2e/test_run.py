@@ -1,8 +1,6 @@
 """End-to-end runs on a tiny synthetic benchmark: records, resume, refusals, bad input."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
