@@ -1,0 +1,77 @@
+"""The grid files of the published tables (benchmarks/grids/voc-classic, voc-blended, cityscapes): exact protocols,
+methods, seeds and number of runs, resources that fit the protocols, the step count their comments state, and a
+dry run through the CLI. No data, GPU or cluster needed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.launch import expand, load_grid, validate_runs
+from harness.runner import resolve
+
+GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
+METHODS = ["supervised", "mean_teacher", "unimatch", "imas", "s4mim", "combined"]
+
+PUBLISHED = {
+    "voc-classic": {
+        "protocols": ["voc-92", "voc-183", "voc-366", "voc-732", "voc-1464"],
+        "families": {"voc-classic"}, "labeled": {92, 183, 366, 732, 1464}, "runs": 90,
+    },
+    "voc-blended": {
+        "protocols": ["voc-blended-662", "voc-blended-1323", "voc-blended-2646",
+                      "voc-u2pl-662", "voc-u2pl-1323", "voc-u2pl-2646"],
+        "families": {"voc-blended", "voc-u2pl"}, "labeled": {662, 1323, 2646}, "runs": 108,
+    },
+    "cityscapes": {
+        "protocols": ["cityscapes-186", "cityscapes-372", "cityscapes-744", "cityscapes-1488"],
+        "families": {"cityscapes"}, "labeled": {186, 372, 744, 1488}, "runs": 72,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_grid_expands_to_the_exact_table(name, tmp_path):
+    want = PUBLISHED[name]
+    grid = load_grid(GRIDS / f"{name}.yaml")
+    assert grid.name == name
+    assert grid.protocols == want["protocols"]
+    assert grid.methods == METHODS
+    assert grid.seeds == [0, 1, 2]
+    assert not grid.overrides and not grid.method_set and not grid.variants  # the protocols' own settings
+
+    runs = expand(grid, out=str(tmp_path))
+    assert len(runs) == want["runs"] == len(want["protocols"]) * len(METHODS) * 3
+    assert {(r.spec.protocol, r.spec.method, r.spec.seed) for r in runs} == {
+        (p, m, s) for p in want["protocols"] for m in METHODS for s in (0, 1, 2)}
+    assert validate_runs(runs) == []  # every protocol id and method name is known
+
+    resolved = [resolve(r.spec) for r in runs]
+    assert {r.protocol.family for r in resolved} == want["families"]
+    assert {r.protocol.labeled_count for r in resolved} == want["labeled"]
+    # the step count the file's comment states is the one the runs will train
+    stated = re.search(r"Cost: ([\d,]+) training steps", (GRIDS / f"{name}.yaml").read_text())
+    assert stated and int(stated.group(1).replace(",", "")) == sum(r.total_steps for r in resolved)
+
+    # GPU resources: one process per GPU, and the global batch splits evenly over them
+    s = grid.slurm
+    assert grid.executor == "slurm" and grid.device == "cuda"
+    assert s.gpus_per_task == 4 and s.nproc is None and s.cpus_per_task >= 4 and s.mem_gb >= 32
+    for r in resolved:
+        assert r.protocol.budget.batch_labeled % s.gpus_per_task == 0
+        assert r.protocol.budget.batch_unlabeled % s.gpus_per_task == 0
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_grid_dry_run_through_the_cli(name, tmp_path, fake_slurm, capsys):
+    assert main(["grid", str(GRIDS / f"{name}.yaml"), "--executor", "slurm", "--dry-run",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    n = PUBLISHED[name]["runs"]
+    assert f"grid {name}: {n} runs, {n} to run with the slurm executor" in out
+    assert out.count("would run:") == n
+    assert "'gpus_per_node': 4" in out and "'ntasks_per_node': 4" in out and "'time': 1440" in out
+    assert not (tmp_path / "out" / "grids" / name / "manifest.json").exists()
