@@ -1,6 +1,8 @@
 """Single-scale evaluation (``benchmarks.md`` §6) and the dataset-level mIoU (§7).
 
-Every val image is evaluated once, batch 1, no flipping. With ``world`` > 1 rank r takes the images
+Every val image is evaluated once, single scale, no flipping, with the prediction it gets at batch 1
+(``whole`` and ``center_crop`` forward up to ``batch_images`` equal-sized images together; eval-mode
+BatchNorm makes that the same prediction). With ``world`` > 1 rank r takes the images
 ``r, r + world, r + 2·world, …`` (no padding, nothing dropped) and the confusion matrices are summed with
 ``all_reduce``. Modes:
 
@@ -170,6 +172,14 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
     count = 0
     try:
         with torch.no_grad():
+            pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # equal-sized whole images / centre crops
+
+            def flush() -> None:
+                scores = _forward(model, torch.cat([x for x, _ in pending]), autocast, fmt)
+                for s, (_, m) in zip(scores, pending):
+                    cm.update(s.argmax(dim=0), m)
+                pending.clear()
+
             for item in _shard(dataset_or_loader, rank, world, num_workers):
                 image, mask = _pairs(item)
                 x = normalize(image.to(device, non_blocking=True)).unsqueeze(0)
@@ -178,9 +188,20 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
                     raise ValueError(f"mask shape {tuple(mask.shape)} differs from image size {tuple(x.shape[-2:])}")
                 if eval_spec.mode == "center_crop":
                     x, mask = center_crop_pair(x, mask, eval_spec.crop)
-                scores = predict_scores(model, x, eval_spec, num_classes, autocast, fmt)
-                cm.update(scores.argmax(dim=0), mask)
                 count += 1
+                if eval_spec.mode.startswith("slide"):
+                    cm.update(predict_scores(model, x, eval_spec, num_classes, autocast, fmt).argmax(dim=0), mask)
+                    continue
+                # Eval-mode BatchNorm makes a batch of images give each image's batch-1 prediction, so
+                # consecutive images of one size share a forward (the synthetic and Cityscapes val sets are
+                # one size; VOC's vary, and a size change flushes).
+                if pending and pending[0][0].shape != x.shape:
+                    flush()
+                pending.append((x, mask))
+                if len(pending) == eval_spec.batch_images:
+                    flush()
+            if pending:
+                flush()
     finally:
         model.train(was_training)
     if world > 1:

@@ -79,6 +79,8 @@ class EvalSpec(pydantic.BaseModel):
     stride: int | None = pydantic.Field(default=None, gt=0)
     crop: int | None = pydantic.Field(default=None, gt=0)
     batch_windows: int = pydantic.Field(default=8, gt=0, description="windows per forward in slide mode")
+    batch_images: int = pydantic.Field(default=16, gt=0,
+                                       description="equal-sized images per forward in whole / center_crop mode")
 
     @pydantic.model_validator(mode="after")
     def _needs(self):

@@ -168,3 +168,16 @@ def test_autocast_callable_is_used():
 
     out = evaluate(PixelModel(), dataset([(16, 16)]), EvalSpec(mode="whole"), K, "cpu", autocast=autocast)
     assert calls and out["num_images"] == 1
+
+
+@pytest.mark.parametrize("mode", ["whole", "center_crop"])
+def test_batched_images_give_the_batch_one_result(mode):
+    """Equal-sized images share a forward (runs of sizes, a size change flushes, a last partial batch)."""
+    m = small_model()
+    data = dataset([(40, 56)] * 5 + [(33, 47)] * 2 + [(40, 56)] * 3)
+    spec = dict(mode=mode, crop=48) if mode == "center_crop" else dict(mode=mode)
+    one = evaluate(m, data, EvalSpec(**spec, batch_images=1), K, "cpu")
+    for b in (2, 4, 16):
+        many = evaluate(m, data, EvalSpec(**spec, batch_images=b), K, "cpu")
+        np.testing.assert_array_equal(one["confusion_matrix"], many["confusion_matrix"])
+        assert many["num_images"] == 10
