@@ -33,12 +33,12 @@ Logs: ``loss_rec``, ``loss_fa``, ``loss_sem`` are the λ-weighted, easiness-weig
 Cost: iMAS (up to 4 groups of B images with gradient + 2 no-grad passes) + 1 masked pass on up to K_max·B
 class-sample images + 1 semantic-MIM pass on B images (≈ 2× iMAS memory, combined.md §6). Relative to ``supervised``
 (1 pass on B_l = B images): iMAS 3–4 image-passes with gradient + 2 without, + N/B (≤ K_max) + 1 for the MIM terms ≈
-7–9×. Measured on a 2-core CPU (synthetic-12: small backbone width 32, crop 64, batch 8 + 8; h ≈ 0 in these short
+7–9×. Measured on a 2-core CPU (synthetic-12 of dataset v2: small backbone width 32, crop 64, batch 8 + 8; h ≈ 0 in these short
 runs, so CutMix rarely fired; the MIM passes run whatever h is): harness run records (``--set
 budget.iterations=30``, 5 evaluations of the 500 val images included, machine shared with other jobs): supervised
 11.1 s/step (332 s / 30; training alone ≈ 0.8 s/step); combined 23.3 s/step (699 s / 30, two networks evaluated;
 training alone ≈ 2.2 s/step). Interleaved timing of the training step alone (forward, backward, SGD step; same
-process, median of 10 steps on the synthetic-12 model, batch 8 + 8): supervised 0.026 s, imas-based combined 0.171 s
+process, median of 10 steps on the synthetic model, batch 8 + 8): supervised 0.026 s, imas-based combined 0.171 s
 (6.6× supervised; s4mim 0.227 s).
 """
 

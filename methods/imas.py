@@ -73,7 +73,7 @@ class Imas(Method):
 
     Cost per step (B_l = B_u = B): forward/backward with grad on 3B images, or 4B when CutMix fires in every group
     (supervised: B); plus two no-grad eval-mode forwards on B images (student and teacher).
-    Measured on a 2-core CPU shared with other jobs (noisy), synthetic-12 (8+8 crops of 64², small backbone):
+    Measured on a 2-core CPU shared with other jobs (noisy), synthetic-12 of dataset v2 (8+8 crops of 64², small backbone):
     ``harness run … --set budget.iterations=30``: training wall time (record wall_time_s minus evaluation)
     1.98 s/step vs supervised 0.72 s/step; wall_time_s / total_steps (5 evaluations of teacher and student
     included) 30.8 s vs 8.7 s. Median of interleaved steps without data loading: 0.95 s vs 0.28 s (≈ 3.4×).

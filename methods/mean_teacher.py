@@ -27,7 +27,7 @@ class MeanTeacher(Method):
 
     Cost per step (B_l = B_u = B): one forward/backward with grad on 2B images (supervised: B), plus one
     no-grad eval-mode teacher forward on B images, i.e. ≈ 2× the supervised images with grad + B without.
-    Measured on a 2-core CPU shared with other jobs (noisy), synthetic-12 (8+8 crops of 64², small backbone):
+    Measured on a 2-core CPU shared with other jobs (noisy), synthetic-12 of dataset v2 (8+8 crops of 64², small backbone):
     ``harness run … --set budget.iterations=30``: training wall time (record wall_time_s minus evaluation)
     2.79 s/step vs supervised 0.72 s/step; wall_time_s / total_steps (5 evaluations of teacher and student
     included) 28.7 s vs 8.7 s. Median of interleaved steps without data loading: 0.70 s vs 0.28 s (≈ 2.5×).

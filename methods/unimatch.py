@@ -36,11 +36,11 @@ unchanged. τ comes from the protocol's ``method_settings`` (0.95 VOC, 0 Citysca
 
 Cost per step (B_l = B_u = B; ``supervised`` = 1 pass on B images with gradient): 3 network passes — the no-grad
 eval pass on the source (B), forward A (2B, decoder run twice for FP) and forward B (2B) — i.e. 5× the supervised
-image-passes, 4× of them with gradient. Measured on a 2-core CPU (synthetic-12, small backbone width 32, crop 64,
+image-passes, 4× of them with gradient. Measured on a 2-core CPU (synthetic-12 of dataset v2, small backbone width 32, crop 64,
 batch 8 + 8): harness run records (``--set budget.iterations=30``, 5 evaluations of the 500 val images included,
 machine shared with other jobs): supervised 11.1 s/step (332 s / 30; training alone ≈ 0.8 s/step); unimatch 15.5
 s/step (466 s / 30; training alone ≈ 3.7 s/step). Interleaved timing of the training step alone (forward, backward,
-SGD step; same process, median of 10 steps on the synthetic-12 model, batch 8 + 8): supervised 0.026 s, unimatch
+SGD step; same process, median of 10 steps on the synthetic model, batch 8 + 8): supervised 0.026 s, unimatch
 0.139 s (5.4×; the CPU strong-view augmentation adds to the 5× image-passes).
 """
 

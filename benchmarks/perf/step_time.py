@@ -1,6 +1,6 @@
 """Training-step time of every installed method on a protocol, against the bare model's forward+backward.
 
-Run: ``python benchmarks/perf/step_time.py --protocol synthetic-12 [--steps 30] [--threads N] [--out FILE.json]``
+Run: ``python benchmarks/perf/step_time.py --protocol synthetic-100 [--steps 30] [--threads N] [--out FILE.json]``
 
 Batches come from the real loader (weak augmentation included) and are prefetched before timing, so the
 numbers are the step itself: the method's forward passes, augmentations, losses, backward and SGD update,
@@ -21,7 +21,7 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--protocol", default="synthetic-12")
+    ap.add_argument("--protocol", default="synthetic-100")
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)

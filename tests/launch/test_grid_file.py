@@ -143,7 +143,10 @@ def test_split_arrays(n, size, expected):
     assert [x for c in chunks for x in c] == list(range(n))
 
 
-def test_slurm_parameters_reach_the_sbatch_script(tmp_path):
+def test_slurm_parameters_reach_the_sbatch_script(tmp_path, monkeypatch):
+    # Only the sbatch text is built: no cluster is needed, but submitit refuses to build an executor
+    # where `srun` is not on PATH (the SLURM packages are installed later, by tests/slurm).
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     opts = SlurmOptions(partition="gpu", account="proj", qos="high", time="2:00:00", gpus_per_task=4,
                         cpus_per_task=8, mem_gb=64, array_parallelism=5, constraint="a100", setup=["module load x"],
                         sbatch={"exclude": "node3", "exclusive": True})

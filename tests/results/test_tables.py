@@ -147,11 +147,11 @@ def test_delta_vs_supervised(fake_root):
 
 def test_columns_grouped_by_dataset_and_family_ordered_by_labels(tmp_path):
     for p in ("cityscapes-186", "voc-u2pl-662", "voc-1464", "voc-blended-1323", "voc-92", "voc-blended-662",
-              "synthetic-12", "voc-183"):
+              "synthetic-100", "voc-183"):
         write_run(tmp_path, "supervised", p, 0, 50.0)
     t = _table(tmp_path)
     assert [c.id for c in t.columns] == ["voc-92", "voc-183", "voc-1464", "voc-blended-662", "voc-blended-1323",
-                                         "voc-u2pl-662", "cityscapes-186", "synthetic-12"]
+                                         "voc-u2pl-662", "cityscapes-186", "synthetic-100"]
     assert [g[1] for g, _ in t.groups()] == ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "synthetic"]
     cap = " ".join(t.caption)
     for fam in ("VOC classic", "VOC blended, CPS-style", "VOC blended, U2PL-style", "Cityscapes (CPS lists)"):
@@ -228,12 +228,12 @@ def test_reference_rows_match_setting(tmp_path):
 
 def test_no_reference_rows_for_crop_mismatch_eval_mismatch_or_synthetic(tmp_path):
     write_run(tmp_path, "unimatch", "voc-732@crop513", 0, 79.0)
-    write_run(tmp_path, "unimatch", "synthetic-12", 0, 30.0)
+    write_run(tmp_path, "unimatch", "synthetic-100", 0, 30.0)
     write_run(tmp_path, "unimatch", "cityscapes-186", 0, 70.0)
     t = _table(tmp_path, reported=load_reported())
     rows = {r.label: r for r in t.rows if r.kind == "reference"}
     by_col = {c.id: [r.label for r in rows.values() if t.cell(r, c).text] for c in t.columns}
-    assert by_col["synthetic-12"] == []
+    assert by_col["synthetic-100"] == []
     assert "UniMatch (reported, best-epoch)" not in by_col["voc-732@crop513"]
     assert "SupBaseline (reported, best-epoch)" not in by_col["voc-732@crop513"]
     # the README's Cityscapes numbers truncate border windows; the harness keeps windows inside the image
@@ -292,11 +292,11 @@ def test_csv_parses_with_pandas(fake_root):
 
 def test_per_class_table(tmp_path):
     iou = [0.9, 0.5, None, 0.25, 0.0, 0.1, 0.3, 0.8]
-    write_run(tmp_path, "supervised", "synthetic-12", 0, 40.0, iou=iou)
-    write_run(tmp_path, "supervised", "synthetic-12", 1, 42.0, iou=[0.7, 0.5, None, 0.35, 0.0, 0.1, None, 0.8])
-    write_run(tmp_path, "unimatch", "synthetic-12", 0, 50.0, iou=[0.95] + [0.6] * 7)
+    write_run(tmp_path, "supervised", "synthetic-100", 0, 40.0, iou=iou)
+    write_run(tmp_path, "supervised", "synthetic-100", 1, 42.0, iou=[0.7, 0.5, None, 0.35, 0.0, 0.1, None, 0.8])
+    write_run(tmp_path, "unimatch", "synthetic-100", 0, 50.0, iou=[0.95] + [0.6] * 7)
     rs = load_results([tmp_path], warn=False)
-    t = build_per_class(rs, "synthetic-12")
+    t = build_per_class(rs, "synthetic-100")
     md = render(t, "markdown")
     hdr = _header(md)
     assert hdr[:3] == ["background", "disk", "ring"] and hdr[-1] == "mIoU"
