@@ -97,9 +97,11 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
 
 def _signal_groups(df: pd.DataFrame) -> list[tuple[str, list[str]]]:
     miou = ["miou"] + sorted(c for c in df.columns if c.endswith("_miou"))
-    losses = sorted(c for c in df.columns if c.startswith("train.") and c != "train.lr"
-                    and df[c].notna().any())
-    method = sorted(c for c in df.columns if c.startswith("method.") and df[c].notna().any())
+    logged = [c for c in df.columns if c.startswith("train.") and c != "train.lr" and df[c].notna().any()]
+    losses = sorted(c for c in logged if "loss" in c)
+    method = [c for c in df.columns if c.startswith("method.") and df[c].notna().any()]
+    # other step logs (e.g. a consistency weight) are signals too, unless a method signal has the same name
+    method = sorted(method + [c for c in logged if "loss" not in c and "method." + c[6:] not in method])
     out = [("mIoU (%)", [c for c in miou if c in df.columns and df[c].notna().any()])]
     if losses:
         out.append(("training losses (mean since the previous evaluation)", losses))

@@ -9,8 +9,8 @@ random uint8 images and random masks (content does not change the cost), with th
 the engine's autocast (``harness.engine.autocast_for``: bf16 on CUDA, none on CPU):
 
 * **(a) whole image**: ``evaluate`` over ``--images`` val-like images of one size (``--whole-size``,
-  default 375×500, a VOC image; 21 classes) with ``EvalSpec(mode="whole", batch_images=1)`` against the
-  default ``batch_images``; seconds per image and the speedup.
+  default 375×500, a VOC image; 21 classes) with ``EvalSpec(mode="whole", batch_images=1)`` against
+  ``--batch-images`` (default 16, what the synthetic protocols use); seconds per image and the speedup.
 * **(b) sliding window**: ``evaluate`` on one Cityscapes-sized image (``--image-size``, default
   1024×2048; 19 classes) with ``EvalSpec(mode="slide", window=801, stride=534)`` as
   ``benchmarks/protocols/cityscapes.yaml``, ``batch_windows=1`` (one window at a time) against
@@ -123,6 +123,7 @@ def main() -> None:
                     help="size of the whole-image val images (default a VOC image, 375 500)")
     ap.add_argument("--images", type=int, default=32, help="images per whole-image evaluation")
     ap.add_argument("--batch-windows", type=int, default=8)
+    ap.add_argument("--batch-images", type=int, default=16, help="whole-image batch compared with batch 1")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cm-updates", type=int, default=30, help="timed confusion-matrix updates per device")
     ap.add_argument("--skip", nargs="*", choices=("whole", "slide", "cm"), default=[])
@@ -149,7 +150,7 @@ def main() -> None:
     from harness.protocols import EvalSpec
 
     autocast = autocast_for(device)
-    default_batch_images = EvalSpec.model_fields["batch_images"].default
+    default_batch_images = args.batch_images
     h, w = args.image_size
     scale = min(h / CITYSCAPES_SIZE[0], w / CITYSCAPES_SIZE[1])
     window = args.window or max(1, round(CITYSCAPES_WINDOW * scale))
