@@ -75,3 +75,27 @@ def test_published_grid_dry_run_through_the_cli(name, tmp_path, fake_slurm, caps
     assert out.count("would run:") == n
     assert "'gpus_per_node': 4" in out and "'ntasks_per_node': 4" in out and "'time': 1440" in out
     assert not (tmp_path / "out" / "grids" / name / "manifest.json").exists()
+
+
+# The built-in benchmark's grids: what each must contain, and that they share runs (same pinned budget).
+SYNTHETIC = {
+    "synthetic-ssl": (["supervised", "mean_teacher", "imas"], 9),
+    "s4mim-ablation": (["unimatch", "s4mim", "imas", "combined"], 18),
+    "synthetic-benchmark": (METHODS, 75),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SYNTHETIC))
+def test_synthetic_grids_expand_and_share_run_folders(name, tmp_path):
+    methods, n = SYNTHETIC[name]
+    grid = load_grid(GRIDS / f"{name}.yaml")
+    runs = expand(grid, out=str(tmp_path))
+    assert grid.methods == methods and len(runs) == n and validate_runs(runs) == []
+    assert all(resolve(r.spec).total_steps == 3000 for r in runs)
+    ssl = {str(r.run_dir) for r in expand(load_grid(GRIDS / "synthetic-ssl.yaml"), out=str(tmp_path))}
+    mine = {str(r.run_dir) for r in runs}
+    if name == "synthetic-benchmark":
+        assert ssl <= mine  # the three-seed SSL comparison is part of the full table
+    if name == "s4mim-ablation":
+        assert {d for d in ssl if "/imas/" in d} <= mine  # its iMAS runs are the comparison's
+        assert len({r.run_dir for r in runs if r.spec.method == "s4mim"}) == 9  # three distinct S4MIM variants
