@@ -36,8 +36,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -49,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from machine import machine_info as shared_machine_info
 
 TREE_VERSION = 1
 TREE_MARKER = "bench_tree.json"
@@ -58,20 +57,7 @@ SPLIT_DIR = "pascal/bench"
 # ----------------------------------------------------------------------------------------------- machine
 
 def machine_info(device: str = "cpu") -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": device}
-    if hasattr(os, "sched_getaffinity"):
-        info["cores_usable"] = len(os.sched_getaffinity(0))
-    if hasattr(os, "getloadavg"):
-        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
+    info = shared_machine_info(device)
     try:
         import torchvision
         info["torchvision"] = torchvision.__version__

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -41,31 +39,10 @@ import time
 from pathlib import Path
 
 import torch
+from machine import machine_info
 
 CITYSCAPES_SIZE = (1024, 2048)
 CITYSCAPES_WINDOW, CITYSCAPES_STRIDE = 801, 534
-
-
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": str(device),
-            "cuda_available": torch.cuda.is_available()}
-    if hasattr(os, "sched_getaffinity"):
-        info["cores_usable"] = len(os.sched_getaffinity(0))
-    if hasattr(os, "getloadavg"):
-        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 def _sync(device: torch.device) -> None:
