@@ -36,10 +36,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shlex
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from machine import machine_info as shared_machine_info
+from machine import machine_info as shared_machine_info, write_report
 
 TREE_VERSION = 1
 TREE_MARKER = "bench_tree.json"
@@ -444,19 +442,14 @@ def main() -> None:
     for k, v in decode.items():
         print(f"  {k:36s} {v:8.1f} images/s")
     if args.out:
-        doc = {"benchmark": "data_pipeline", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "command": "python " + shlex.join(sys.argv), "machine": machine,
-               "settings": {"images": args.images, "batches": args.batches, "warmup": args.warmup,
-                            "crops": args.crops, "workers": args.workers, "crops_unlabeled": args.crops_unlabeled,
-                            "pil_jitter": args.pil_jitter, "batch_labeled": b.batch_labeled,
-                            "batch_unlabeled": b.batch_unlabeled, "quick": args.quick,
-                            "protocol_base": "voc-92 (benchmarks/protocols/voc-classic.yaml)"},
-               "tree": {k: v for k, v in tree.items() if k != "params"} | {"root": str(root) if tmp is None else None},
-               "results": results, "decode_images_per_s": decode}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(doc, f, indent=1)
-        print(f"wrote {args.out}")
+        write_report(args.out, "data_pipeline", machine,
+                     settings={"images": args.images, "batches": args.batches, "warmup": args.warmup,
+                              "crops": args.crops, "workers": args.workers, "crops_unlabeled": args.crops_unlabeled,
+                              "pil_jitter": args.pil_jitter, "batch_labeled": b.batch_labeled,
+                              "batch_unlabeled": b.batch_unlabeled, "quick": args.quick,
+                              "protocol_base": "voc-92 (benchmarks/protocols/voc-classic.yaml)"},
+                     tree={k: v for k, v in tree.items() if k != "params"} | {"root": str(root) if tmp is None else None},
+                     results=results, decode_images_per_s=decode)
 
 
 if __name__ == "__main__":

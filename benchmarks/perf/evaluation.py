@@ -31,15 +31,12 @@ competing for busy cores make a forward tens of times slower (``--quick`` uses o
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-from machine import machine_info
+from machine import machine_info, write_report
 
 CITYSCAPES_SIZE = (1024, 2048)
 CITYSCAPES_WINDOW, CITYSCAPES_STRIDE = 801, 534
@@ -213,18 +210,13 @@ def main() -> None:
             print(f"    {r['device']:10s} {r['seconds_per_update'] * 1e3:10.2f} {r['updates_per_s']:10.1f} "
                   f"{r['mpixels_per_s']:10.1f}")
     if args.out:
-        doc = {"benchmark": "evaluation", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "command": "python " + shlex.join(sys.argv), "machine": machine,
-               "settings": {"device": str(device), "backbones": args.backbone, "image_size": [h, w],
-                            "window": window, "stride": stride, "batch_windows": args.batch_windows,
-                            "whole_size": args.whole_size, "images": args.images, "repeats": args.repeats,
-                            "default_batch_images": default_batch_images, "cm_updates": args.cm_updates,
-                            "autocast": "bf16" if device.type == "cuda" else None, "quick": args.quick},
-               "results": results}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(doc, f, indent=1)
-        print(f"wrote {args.out}")
+        write_report(args.out, "evaluation", machine,
+                     settings={"device": str(device), "backbones": args.backbone, "image_size": [h, w],
+                              "window": window, "stride": stride, "batch_windows": args.batch_windows,
+                              "whole_size": args.whole_size, "images": args.images, "repeats": args.repeats,
+                              "default_batch_images": default_batch_images, "cm_updates": args.cm_updates,
+                              "autocast": "bf16" if device.type == "cuda" else None, "quick": args.quick},
+                     results=results)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@ so this module is importable as ``machine``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shlex
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -31,3 +35,13 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
+
+
+def write_report(out: str | Path, benchmark: str, machine: dict, **fields) -> None:
+    """Write a benchmark's JSON: its name, date, exact command line, the machine, then ``fields``."""
+    doc = {"benchmark": benchmark, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "command": "python " + shlex.join(sys.argv), "machine": machine, **fields}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"wrote {out}")
