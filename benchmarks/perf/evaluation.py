@@ -85,6 +85,15 @@ def model_spec(backbone: str):
     return spec.model_copy(update={"pretrained": False})
 
 
+def _print_speedup(title: str, one: str, many: str, rows: list[dict]) -> None:
+    """One table of s/image: one-at-a-time column, batched column, speed-up."""
+    print(f"{title}: s/image")
+    print(f"    {'backbone':10s} {one:>15s} {many:>16s} {'speedup':>8s}")
+    for r in rows:
+        print(f"    {r['backbone']:10s} {r[one]['seconds_per_image']:15.4f} {r[many]['seconds_per_image']:16.4f} "
+              f"{r['speedup']:7.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -188,20 +197,11 @@ def main() -> None:
     print(f"device {device} ({machine.get('gpu', machine['cpu'])}), threads {torch.get_num_threads()}, "
           f"median of {args.repeats} run(s) after a warm-up")
     if results["whole"]:
-        print(f"(a) whole image, {args.images} images {args.whole_size[0]}×{args.whole_size[1]}, 21 classes: s/image")
-        print(f"    {'backbone':10s} {'batch_images=1':>15s} {'batch_images=' + str(default_batch_images):>16s} "
-              f"{'speedup':>8s}")
-        for r in results["whole"]:
-            print(f"    {r['backbone']:10s} {r['batch_images=1']['seconds_per_image']:15.4f} "
-                  f"{r[f'batch_images={default_batch_images}']['seconds_per_image']:16.4f} {r['speedup']:7.2f}x")
+        _print_speedup(f"(a) whole image, {args.images} images {args.whole_size[0]}×{args.whole_size[1]}, 21 classes",
+                       "batch_images=1", f"batch_images={default_batch_images}", results["whole"])
     if results["slide"]:
-        print(f"(b) sliding window, one {h}×{w} image, window {window} stride {stride} ({n_windows} windows), "
-              f"19 classes: s/image")
-        print(f"    {'backbone':10s} {'batch_windows=1':>15s} {'batch_windows=' + str(args.batch_windows):>16s} "
-              f"{'speedup':>8s}")
-        for r in results["slide"]:
-            print(f"    {r['backbone']:10s} {r['batch_windows=1']['seconds_per_image']:15.4f} "
-                  f"{r[f'batch_windows={args.batch_windows}']['seconds_per_image']:16.4f} {r['speedup']:7.2f}x")
+        _print_speedup(f"(b) sliding window, one {h}×{w} image, window {window} stride {stride} ({n_windows} windows), "
+                       "19 classes", "batch_windows=1", f"batch_windows={args.batch_windows}", results["slide"])
     if results["confusion_matrix"]:
         print(f"(c) ConfusionMatrix.update, {CITYSCAPES_SIZE[0]}×{CITYSCAPES_SIZE[1]} prediction, 19 classes, "
               f"median of {args.cm_updates}")
