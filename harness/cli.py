@@ -48,12 +48,56 @@ def cmd_eval(args) -> int:
     from .evaluation_cli import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, protocol_id=args.protocol, data_root=args.data_root,
-                                 splits_dir=args.splits_dir, device=args.device)
+                                 splits_dir=args.splits_dir, device=args.device, split=args.split,
+                                 confidence=args.confidence)
     print(result["summary"])
-    if args.per_class:
-        for name, v in zip(result["class_names"], result["iou"]):
-            print(f"  {name:>16s}  {'—' if v != v else f'{100 * v:.2f}'}")
+    if args.per_class or args.confidence is not None:
+        print(_per_class_table(result))
+    if args.confusion:
+        print(_confusion_table(result["confusion_matrix"], result["class_names"]))
+    if args.json:
+        from .records import write_json
+        write_json(Path(args.json), {k: v for k, v in result.items() if k != "summary"})
+        print(f"wrote {args.json}")
     return 0
+
+
+def _pct(v: float) -> str:
+    return "—" if v != v else f"{100 * v:.1f}"
+
+
+def _per_class_table(result: dict) -> str:
+    """Per-class IoU, and with ``--confidence`` what the thresholded predictions would give as pseudo-labels."""
+    from tabulate import tabulate
+
+    names = result["class_names"]
+    if "pseudo_labels" not in result:
+        return tabulate([(n, _pct(v)) for n, v in zip(names, result["iou"])], headers=["class", "IoU"])
+    q = result["pseudo_labels"]
+    conf = result["confident_matrix"]
+    rows = []
+    for c, name in enumerate(names):
+        wrong = conf[c].copy()
+        wrong[c] = 0
+        worst = f"{names[int(wrong.argmax())]} ({_pct(wrong.max() / max(conf[c].sum(), 1))})" if wrong.any() else "—"
+        rows.append((name, _pct(result["iou"][c]), _pct(q["precision"][c]), _pct(q["share"][c]),
+                     _pct(q["recall"][c]), _pct(q["wrong"][c]), worst))
+    head = (f"pseudo-labels at confidence >= {result['confidence']}: {_pct(q['coverage'])}% of the pixels kept, "
+            f"{_pct(q['accuracy'])}% of them correct (all pixels: {_pct(q['accuracy_all'])}% correct)\n")
+    return head + tabulate(rows, headers=["class", "IoU", "kept precision", "share of kept", "kept correct",
+                                          "kept wrong", "main wrong label (% of kept)"])
+
+
+def _confusion_table(matrix, names) -> str:
+    """Row-normalised confusion matrix in percent (rows ground truth, columns prediction)."""
+    from tabulate import tabulate
+
+    rows = []
+    for c, name in enumerate(names):
+        total = matrix[c].sum()
+        rows.append([name, *(_pct(v / total) if total else "—" for v in matrix[c])])
+    return "confusion, % of each ground-truth class (rows) predicted as (columns):\n" + tabulate(
+        rows, headers=["gt \\ pred", *names])
 
 
 def cmd_list(args) -> int:
@@ -197,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--per-class", action="store_true")
+    p.add_argument("--split", choices=["val", "labeled", "unlabeled"], default="val",
+                   help="list to evaluate on (default val); labeled/unlabeled for diagnostics, their masks must exist")
+    p.add_argument("--confidence", type=float, default=None, metavar="TAU",
+                   help="also report the pixels predicted with probability >= TAU: how many, how many correct, "
+                        "per class (the quality of thresholded pseudo-labels of this network)")
+    p.add_argument("--confusion", action="store_true", help="print the row-normalised confusion matrix")
+    p.add_argument("--json", metavar="PATH", help="write the result (with the confusion matrices) to PATH")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", help="list methods or protocols")

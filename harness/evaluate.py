@@ -148,7 +148,7 @@ def _memory_format(model: nn.Module) -> torch.memory_format:
 
 def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_classes: int,
              device: torch.device | str, autocast: Callable[[], Any] | None = None, rank: int = 0, world: int = 1,
-             num_workers: int = 0) -> dict[str, Any]:
+             num_workers: int = 0, confidence: float | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on every image once and return the dataset-level result.
 
     ``dataset_or_loader``: a map-style dataset (``len`` and ``[i]``, sharded here as ``rank::world``) whose items
@@ -159,6 +159,10 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
 
     Returns ``{"miou": float (percent), "iou": [per-class float, NaN if absent], "confusion_matrix":
     K×K int64 ndarray (rows gt, columns prediction), "num_images": int, "mode": eval_spec.name}``.
+
+    ``confidence`` τ (diagnostics of pseudo-labels): also ``"confident_matrix"``, the confusion matrix of the
+    pixels whose predicted-class probability is ≥ τ (softmax of the logits; for the sliding modes the window
+    average), i.e. what a thresholded pseudo-label of this network would keep.
     """
     device = torch.device(device)
     if world > 1 and not (dist.is_available() and dist.is_initialized()):
@@ -169,6 +173,19 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
     model.eval()
     fmt = _memory_format(model)
     cm = ConfusionMatrix(num_classes, device=device)
+    cm_conf = ConfusionMatrix(num_classes, device=device) if confidence is not None else None
+    slide = eval_spec.mode.startswith("slide")
+
+    def update(scores: torch.Tensor, mask: torch.Tensor) -> None:
+        if cm_conf is None:
+            cm.update(scores.argmax(dim=0), mask)
+            return
+        # sliding scores are summed window probabilities: dividing by their sum gives the window average
+        prob = scores / scores.sum(dim=0, keepdim=True) if slide else scores.softmax(dim=0)
+        conf, pred = prob.max(dim=0)
+        cm.update(pred, mask)
+        cm_conf.update(pred, torch.where(conf >= confidence, mask, IGNORE_INDEX))
+
     count = 0
     try:
         with torch.no_grad():
@@ -177,7 +194,7 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
             def flush() -> None:
                 scores = _forward(model, torch.cat([x for x, _ in pending]), autocast, fmt)
                 for s, (_, m) in zip(scores, pending):
-                    cm.update(s.argmax(dim=0), m)
+                    update(s, m)
                 pending.clear()
 
             for item in _shard(dataset_or_loader, rank, world, num_workers):
@@ -189,8 +206,8 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
                 if eval_spec.mode == "center_crop":
                     x, mask = center_crop_pair(x, mask, eval_spec.crop)
                 count += 1
-                if eval_spec.mode.startswith("slide"):
-                    cm.update(predict_scores(model, x, eval_spec, num_classes, autocast, fmt).argmax(dim=0), mask)
+                if slide:
+                    update(predict_scores(model, x, eval_spec, num_classes, autocast, fmt), mask)
                     continue
                 # Eval-mode BatchNorm makes a batch of images give each image's batch-1 prediction, so
                 # consecutive images of one size share a forward (the synthetic and Cityscapes val sets are
@@ -206,10 +223,15 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
         model.train(was_training)
     if world > 1:
         cm.all_reduce()
+        if cm_conf is not None:
+            cm_conf.all_reduce()
         n = torch.tensor([count], dtype=torch.int64, device=cm.mat.device)
         if dist.get_backend() == "nccl" and n.device.type != "cuda":
             n = n.cuda()
         dist.all_reduce(n)
         count = int(n.item())
-    return {"miou": cm.miou(), "iou": [float(v) for v in cm.iou()], "confusion_matrix": cm.numpy(),
-            "num_images": count, "mode": eval_spec.name}
+    out = {"miou": cm.miou(), "iou": [float(v) for v in cm.iou()], "confusion_matrix": cm.numpy(),
+           "num_images": count, "mode": eval_spec.name}
+    if cm_conf is not None:
+        out["confident_matrix"] = cm_conf.numpy()
+    return out

@@ -8,12 +8,17 @@ import torch
 
 from . import records
 from .errors import HarnessError
+from .metrics import pseudo_label_quality
 from .plugins import get_plugin_manager
 from .protocols import Protocol
 
 
 def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: str | None = None,
-                        splits_dir: str | None = None, device: str = "auto") -> dict:
+                        splits_dir: str | None = None, device: str = "auto", split: str = "val",
+                        confidence: float | None = None) -> dict:
+    """Evaluate the checkpoint's evaluated network (``eval_model()``) on the ``split`` list of the protocol
+    (``val``; ``labeled``/``unlabeled`` for diagnostics). ``confidence`` τ adds the confident-pixel matrix and
+    ``pseudo_label_quality`` of the network's thresholded predictions (see ``harness.metrics``)."""
     from .data.roots import prepare_data
     from .evaluate import evaluate
     from .engine import build_context
@@ -48,9 +53,15 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     state = torch.load(ckpt_path, map_location=dev, weights_only=False)
     model.load_state_dict(state["model"])
     method.load_state_dict(state["method"])
-    result = evaluate(method.eval_model(), build_val_dataset(protocol, data_root_path, split_root), protocol.eval,
-                      protocol.num_classes, dev, autocast=context.autocast)
+    dataset = build_val_dataset(protocol, data_root_path, split_root, split=split)
+    result = evaluate(method.eval_model(), dataset, protocol.eval, protocol.num_classes, dev,
+                      autocast=context.autocast, confidence=confidence)
     result["class_names"] = protocol.class_names
-    result["summary"] = (f"{info.name} checkpoint at step {state['step']}/{doc['total_steps']} on {protocol.id} "
-                         f"({protocol.eval.name}): mIoU {result['miou']:.2f}")
+    result["split"] = split
+    where = protocol.id if split == "val" else f"the {split} list of {protocol.id}"
+    result["summary"] = (f"{info.name} checkpoint at step {state['step']}/{doc['total_steps']} on {where} "
+                         f"({len(dataset)} images, {protocol.eval.name}): mIoU {result['miou']:.2f}")
+    if confidence is not None:
+        result["confidence"] = confidence
+        result["pseudo_labels"] = pseudo_label_quality(result["confusion_matrix"], result["confident_matrix"])
     return result

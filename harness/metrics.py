@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from .errors import DataError
 
-__all__ = ["IGNORE_INDEX", "ConfusionMatrix"]
+__all__ = ["IGNORE_INDEX", "ConfusionMatrix", "pseudo_label_quality"]
 
 IGNORE_INDEX = 255
 
@@ -81,3 +81,42 @@ class ConfusionMatrix:
         if np.all(np.isnan(iou)):
             return float("nan")
         return float(100.0 * np.nanmean(iou))
+
+
+def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def pseudo_label_quality(full: np.ndarray, confident: np.ndarray) -> dict[str, object]:
+    """What thresholded pseudo-labels of a network would be worth, from two K×K confusion matrices (rows gt,
+    columns prediction): ``full`` over every labeled pixel and ``confident`` over the pixels whose confidence
+    passes the threshold.
+
+    - ``coverage``: kept pixels / all pixels; ``accuracy``: correct kept / kept (pseudo-label precision);
+      ``accuracy_all``: correct / all (the same network without a threshold).
+    - per predicted class c (the pseudo-label's class): ``precision[c]`` = correct kept c / kept c and
+      ``share[c]`` = kept c / kept.
+    - per ground-truth class c: ``recall[c]`` = pixels of c kept with the right label / pixels of c, and
+      ``wrong[c]`` = pixels of c kept with a wrong label / pixels of c (what the unsupervised loss reinforces).
+    NaN where a denominator is 0.
+    """
+    full = np.asarray(full, dtype=np.float64)
+    conf = np.asarray(confident, dtype=np.float64)
+    if full.shape != conf.shape or full.ndim != 2 or full.shape[0] != full.shape[1]:
+        raise ValueError(f"expected two K×K matrices of the same shape, got {full.shape} and {conf.shape}")
+    if np.any(conf > full):
+        raise ValueError("the confident matrix must count a subset of the full matrix's pixels")
+    diag = np.diag(conf)
+    per_gt = full.sum(axis=1)
+    kept_gt = conf.sum(axis=1)
+    return {
+        "coverage": float(_ratio(conf.sum(), full.sum())),
+        "accuracy": float(_ratio(diag.sum(), conf.sum())),
+        "accuracy_all": float(_ratio(np.trace(full), full.sum())),
+        "precision": _ratio(diag, conf.sum(axis=0)),
+        "share": _ratio(conf.sum(axis=0), conf.sum()),
+        "recall": _ratio(diag, per_gt),
+        "wrong": _ratio(kept_gt - diag, per_gt),
+    }

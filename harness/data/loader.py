@@ -279,12 +279,23 @@ class ValDataset(Dataset):
         return raw, label, self.source.name(i)
 
 
+EVAL_SPLITS = ("val", "labeled", "unlabeled")
+
+
 def build_val_dataset(protocol: Protocol, data_root: str | Path | None, split_root: str | Path,
-                      cache: bool = False, check_files: bool = True) -> ValDataset:
+                      cache: bool = False, check_files: bool = True, split: str = "val") -> ValDataset:
+    """Every image of one of the protocol's lists with its mask, unaugmented. ``split`` is ``val`` (the
+    evaluation set) or, for diagnostics such as pseudo-label quality, ``labeled`` / ``unlabeled``: their
+    masks must exist (they do for the synthetic set, VOC's SegmentationClassAug and Cityscapes train)."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    spec = getattr(protocol.splits, split)
+    if spec is None:
+        raise DataError(f"protocol {protocol.id} has no {split} list")
     root = resolve_data_root(protocol.dataset, data_root)
-    entries = verify_split(split_root, protocol.splits.val)
+    entries = verify_split(split_root, spec)
     source = SegmentationSource(root, entries, protocol.num_classes, protocol.dataset,
-                                split_name=str(Path(split_root) / protocol.splits.val.path), masks=True,
+                                split_name=str(Path(split_root) / spec.path), masks=True,
                                 cache=cache, check_files=check_files)
     return ValDataset(source)
 

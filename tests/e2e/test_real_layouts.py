@@ -47,6 +47,35 @@ def test_voc_run_and_harness_eval_agree(voc, tmp_path, capsys):
     assert "aeroplane" in capsys.readouterr().out
 
 
+def test_pseudo_label_diagnostics_on_the_unlabeled_list(voc, tmp_path, capsys):
+    """``harness eval --split unlabeled --confidence τ``: the unlabeled images' own masks score the network's
+    thresholded predictions; a missing mask is an error naming the file."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    proto, root, splits = voc
+    spec = RunSpec(method="supervised", protocol=proto.id, out=str(tmp_path / "runs"), data_root=str(root),
+                   splits_dir=str(splits), progress=False)
+    execute(spec)
+    out = tmp_path / "pl.json"
+    args = ["eval", str(run_dir(spec)), "--splits-dir", str(splits), "--split", "unlabeled", "--confidence", "0.1",
+            "--confusion", "--json", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "unlabeled list" in text and "8 images" in text and "kept precision" in text and "gt \\ pred" in text
+    doc = json.loads(out.read_text())
+    masks = [root / line.split()[1] for line in (splits / "unlabeled.txt").read_text().split("\n") if line]
+    labeled_pixels = sum(int((np.array(Image.open(m)) != 255).sum()) for m in masks)
+    full, kept = np.array(doc["confusion_matrix"]), np.array(doc["confident_matrix"])
+    assert full.sum() == labeled_pixels and (kept <= full).all() and doc["split"] == "unlabeled"
+    assert doc["pseudo_labels"]["coverage"] == pytest.approx(kept.sum() / full.sum())
+    masks[3].unlink()
+    assert main(args) == 2
+    assert masks[3].name in capsys.readouterr().err
+
+
 def test_cityscapes_run_with_ohem_and_sliding_window(tmp_path):
     root, splits = tmp_path / "cityscapes", tmp_path / "splits"
     train = write_cityscapes_tree(root, "train", n=8, size=(32, 64), train_ids=False)  # labelIds only: converted

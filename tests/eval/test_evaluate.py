@@ -181,3 +181,23 @@ def test_batched_images_give_the_batch_one_result(mode):
         many = evaluate(m, data, EvalSpec(**spec, batch_images=b), K, "cpu")
         np.testing.assert_array_equal(one["confusion_matrix"], many["confusion_matrix"])
         assert many["num_images"] == 10
+
+
+@pytest.mark.parametrize("spec", [dict(mode="whole", batch_images=2), dict(mode="slide", window=20, stride=13)])
+def test_confident_matrix_keeps_the_pixels_at_or_above_tau(spec):
+    """The confident matrix counts exactly the labeled pixels whose top-class probability is >= τ."""
+    m = PixelModel()
+    data = dataset([(30, 41), (30, 41)])
+    tau = 0.4
+    out = evaluate(m, data, EvalSpec(**spec), K, "cpu", confidence=tau)
+    plain = evaluate(m, data, EvalSpec(**spec), K, "cpu")
+    np.testing.assert_array_equal(out["confusion_matrix"], plain["confusion_matrix"])
+    expected = np.zeros((K, K), np.int64)
+    with torch.no_grad():
+        for img, mask in data:  # a per-pixel model: every window decomposition gives the whole-image probability
+            conf, pred = m(normalize(img).unsqueeze(0))[0].softmax(0).max(0)
+            keep = (conf >= tau) & (mask != 255)
+            np.add.at(expected, (mask[keep].numpy(), pred[keep].numpy()), 1)
+    assert 0 < expected.sum() < out["confusion_matrix"].sum()  # τ splits the pixels in this example
+    np.testing.assert_array_equal(out["confident_matrix"], expected)
+    assert "confident_matrix" not in plain

@@ -83,3 +83,25 @@ def test_all_absent_is_nan():
     cm = ConfusionMatrix(3)
     cm.update(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 255))
     assert math.isnan(cm.miou())
+
+
+def test_pseudo_label_quality_worked_example():
+    """The §7 example's matrix as ``full``; a subset of its pixels passes the threshold."""
+    from harness.metrics import pseudo_label_quality
+
+    full = np.array([[4, 1, 0, 0], [0, 3, 1, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    kept = np.array([[3, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    q = pseudo_label_quality(full, kept)
+    assert q["coverage"] == pytest.approx(8 / 11)
+    assert q["accuracy"] == pytest.approx(6 / 8)
+    assert q["accuracy_all"] == pytest.approx(8 / 11)
+    np.testing.assert_allclose(q["precision"], [3 / 4, 2 / 3, 1, np.nan])
+    np.testing.assert_allclose(q["share"], [4 / 8, 3 / 8, 1 / 8, 0])
+    np.testing.assert_allclose(q["recall"], [3 / 5, 2 / 4, 1 / 2, np.nan])
+    np.testing.assert_allclose(q["wrong"], [1 / 5, 0, 1 / 2, np.nan])
+    # every pixel kept: precision of the kept pixels is the plain pixel accuracy
+    assert pseudo_label_quality(full, full)["accuracy"] == pytest.approx(8 / 11)
+    with pytest.raises(ValueError, match="subset"):
+        pseudo_label_quality(kept, full)
+    with pytest.raises(ValueError, match="K×K"):
+        pseudo_label_quality(full, kept[:3, :3])
