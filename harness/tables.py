@@ -75,6 +75,45 @@ def overrides_label(overrides: dict[str, Any], settings_hash: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
 
 
+def _builtin_protocols() -> dict[str, Any]:
+    """The YAML protocols (``benchmarks/protocols`` and ``HARNESS_PROTOCOLS``), without importing method plugins."""
+    from .protocols import ProtocolRegistry, default_protocol_dirs
+
+    reg = ProtocolRegistry()
+    for d in default_protocol_dirs():
+        if d.is_dir():
+            try:
+                reg.add_dir(d)
+            except HarnessError:
+                return {}  # a broken protocol folder only costs the folding of default-valued overrides
+    return {p.id: p for p in reg}
+
+
+_MISSING = object()
+
+
+def _protocol_value(protocol: Any, key: str) -> Any:
+    obj = protocol
+    for part in key.split("."):
+        obj = getattr(obj, part, _MISSING)
+        if obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def redundant_overrides(overrides: dict[str, Any], protocol_ids: list[str],
+                        protocols: dict[str, Any]) -> set[str]:
+    """Override keys that only restate the protocol default (e.g. ``budget.iterations=3000`` where 3,000 is the
+    default) of every one of ``protocol_ids``; a grid pins them so that its comparison survives a change of the
+    default. Unknown protocols or keys are never redundant."""
+    keys = set()
+    for k, v in (overrides or {}).items():
+        vals = [_protocol_value(protocols[p], k) if p in protocols else _MISSING for p in protocol_ids]
+        if protocol_ids and all(x is not _MISSING and x == v for x in vals):
+            keys.add(k)
+    return keys
+
+
 def family_label(family: str) -> str:
     return FAMILY_NAMES.get(family, family)
 
@@ -318,11 +357,29 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
 
     # rows: one per (method, settings_hash)
     variants = runs.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash", "overrides"]]
+    # An override that restates the protocol default is left out of the label, unless the same method also has
+    # a row without it (then the two rows must stay distinguishable); a note says what was left out.
+    known = _builtin_protocols()
+    hashes_of = variants.groupby("method")["settings_hash"].apply(set).to_dict()
     rows = []
+    folded: dict[str, list[str]] = {}
     for v in variants.itertuples(index=False):
-        extra = overrides_label(v.overrides, v.settings_hash)
+        shown = v.overrides
+        if v.settings_hash != "default":
+            pids = sorted(set(runs.loc[(runs["method"] == v.method) & (runs["settings_hash"] == v.settings_hash),
+                                       "protocol"]))
+            redundant = redundant_overrides(v.overrides, pids, known)
+            rest = {k: x for k, x in v.overrides.items() if k not in redundant}
+            if redundant and (rest or "default" not in hashes_of[v.method]):
+                shown = rest
+                text = ", ".join(f"{k}={v.overrides[k]}" for k in sorted(redundant))
+                folded.setdefault(text, []).append(v.method)
+        extra = overrides_label(shown, "default" if not shown else v.settings_hash)
         label = method_label(v.method) + (f" [{extra}]" if extra else "")
         rows.append(Row(f"{v.method}/{v.settings_hash}", label, "harness", v.method, v.settings_hash, v.overrides))
+    for text, methods_ in folded.items():
+        names = ", ".join(method_label(m) for m in sorted(methods_, key=lambda m: _order(m, METHOD_ORDER)))
+        notes.append(f"Runs pinned to the protocol default {text}; not shown in the row labels of: {names}.")
     rows.sort(key=lambda r: (_order(r.method, METHOD_ORDER), r.settings_hash != "default", r.label))
 
     stats = {(a.method, a.settings_hash, a.protocol): a for a in agg.itertuples(index=False)}

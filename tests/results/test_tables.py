@@ -404,3 +404,28 @@ def test_launch_manifest_and_grid_file(fake_root, tmp_path):
     md = render(build_table(load_results([grid], warn=False)), "markdown")
     assert _md_row(md, "UniMatch")[:2] == ["**75.00 ± 1.00 (3)**", "**80.00 ± 1.00 (3)**"]
     assert "| iMAS |" not in md
+
+
+def test_override_restating_the_protocol_default_is_left_out_of_the_label(tmp_path):
+    """A grid pins e.g. the protocol's default budget; the row keeps the plain method name and a note says so,
+    unless a run without the pin exists for the same method (then the label must tell the rows apart)."""
+    from harness.protocols import ProtocolRegistry, default_protocol_dirs
+
+    reg = ProtocolRegistry()
+    for d in default_protocol_dirs():
+        reg.add_dir(d)
+    lr = reg.get("voc-92").budget.lr
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "imas", "voc-92", seed, 70.0, overrides={"budget.lr": lr})
+        write_run(tmp_path, "unimatch", "voc-92", seed, 71.0, overrides={"budget.lr": lr, "tau": 0.9})
+        write_run(tmp_path, "supervised", "voc-92", seed, 60.0, overrides={"budget.lr": lr * 2})
+    md = render(_table(tmp_path), "markdown")
+    assert _md_row(md, "iMAS")[0] == "70.00 ± 0.00 (3)"
+    assert _md_row(md, "UniMatch [tau=0.9]")[0] == "**71.00 ± 0.00 (3)**"  # best of the column
+    assert _md_row(md, f"Supervised [budget.lr={lr * 2}]")[0] == "60.00 ± 0.00 (3)"  # not the default: shown
+    assert f"protocol default budget.lr={lr}; not shown in the row labels of: UniMatch, iMAS." in md
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "imas", "voc-92", seed, 69.0)
+    md = render(_table(tmp_path), "markdown")
+    assert _md_row(md, "iMAS")[0] == "69.00 ± 0.00 (3)"
+    assert _md_row(md, f"iMAS [budget.lr={lr}]")[0] == "70.00 ± 0.00 (3)"
