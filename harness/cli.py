@@ -192,7 +192,8 @@ def cmd_plot(args) -> int:
 def cmd_grid(args) -> int:
     import shlex
 
-    from .launch import launch, parse_sbatch_items
+    from .grids import parse_sbatch_items
+    from .launch import launch
 
     slurm = {"partition": args.partition, "account": args.account, "qos": args.qos, "time": args.time,
              "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,

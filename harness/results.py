@@ -290,7 +290,7 @@ def read_manifest(path: Path) -> tuple[list[Path], list[dict[str, Any]] | None]:
 
 def _grid_file_runs(path: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     """Roots and expected runs of a grid file (``benchmarks/grids/*.yaml``), expanded as ``harness grid`` does."""
-    from .launch import expand, load_grid
+    from .grids import expand, load_grid
 
     planned = expand(load_grid(path))
     expected = [{"protocol": r.spec.protocol, "method": r.spec.method, "settings_hash": settings_hash(r.spec.overrides),

@@ -16,10 +16,12 @@ import cloudpickle
 import pytest
 import torch
 
-from harness import launch
 from harness.cli import main
 from harness.engine import StopRequested
-from harness.launch import GridTask, load_manifest
+from harness.executors import local_command
+from harness.grids import PlannedRun, spec_from_dict
+from harness.manifest import load_manifest
+from harness.task import EXIT_STOPPED, GridTask, export_distributed_env
 
 from .conftest import write_grid
 
@@ -48,7 +50,7 @@ def _spec(tiny, tmp_path, **overrides):
 
 
 def _run_dir(spec) -> Path:
-    return Path(launch.PlannedRun(launch.spec_from_dict(spec), "x").run_dir)
+    return Path(PlannedRun(spec_from_dict(spec), "x").run_dir)
 
 
 def _read(path):
@@ -183,13 +185,13 @@ def test_local_task_process_stops_on_sigterm_and_resumes(tiny_benchmark, tmp_pat
     spec = _spec(tiny_benchmark, tmp_path, **{"budget.iterations": 200, "budget.eval_every": 100})
     run_dir = _run_dir(spec)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = launch.local_command(spec, 1)
+    cmd = local_command(spec, 1)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(_running(run_dir), "the run to start")
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == launch.EXIT_STOPPED, out
+    assert proc.returncode == EXIT_STOPPED, out
     status = _read(run_dir / "status.json")
     assert status["state"] == "stopped" and 0 < status["step"] < 200
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -220,24 +222,24 @@ def restore_environ():
 
 def test_distributed_environment_export(restore_environ, monkeypatch):  # restored after monkeypatch undoes
     _fake_slurm_task_env(monkeypatch, rank=1)
-    exported = launch.export_distributed_env()
+    exported = export_distributed_env()
     assert exported == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
                         "MASTER_ADDR": "node7", "MASTER_PORT": exported["MASTER_PORT"], "CUDA_VISIBLE_DEVICES": "5"}
     assert 20000 <= int(exported["MASTER_PORT"]) <= 60000
     for k, v in exported.items():
         assert os.environ[k] == v
     _fake_slurm_task_env(monkeypatch, rank=0, ntasks=1)
-    assert launch.export_distributed_env() is None and "RANK" not in os.environ
+    assert export_distributed_env() is None and "RANK" not in os.environ
     monkeypatch.delenv("SUBMITIT_EXECUTOR")
     _fake_slurm_task_env(monkeypatch, rank=0)
     monkeypatch.delenv("SUBMITIT_EXECUTOR")
-    assert launch.export_distributed_env() is None  # not inside a submitit SLURM job
+    assert export_distributed_env() is None  # not inside a submitit SLURM job
 
 
 def test_local_command_uses_torchrun_for_several_processes():
     spec = {"method": "m"}
-    assert launch.local_command(spec, 1) == [sys.executable, "-m", "harness.launch", "--task", '{"method": "m"}']
-    cmd = launch.local_command(spec, 2)
+    assert local_command(spec, 1) == [sys.executable, "-m", "harness.launch", "--task", '{"method": "m"}']
+    cmd = local_command(spec, 2)
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert cmd[5:] == ["-m", "harness.launch", "--task", '{"method": "m"}']
 

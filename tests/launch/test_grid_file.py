@@ -8,8 +8,9 @@ import pytest
 import submitit
 
 from harness.errors import ConfigError
-from harness.launch import (GridFile, SlurmOptions, expand, load_grid, parse_sbatch_items, parse_time_minutes,
-                            slurm_parameters, split_arrays, validate_runs)
+from harness.executors import slurm_parameters
+from harness.grids import (GridFile, SlurmOptions, expand, load_grid, parse_sbatch_items, parse_time_minutes,
+                           split_arrays, validate_runs)
 
 from .conftest import write_grid
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.launch import expand, load_grid, validate_runs
+from harness.grids import expand, load_grid, validate_runs
 from harness.runner import resolve
 
 GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"

@@ -11,7 +11,10 @@ import pytest
 
 from harness import launch
 from harness.cli import main
-from harness.launch import GridTask, decide_state, format_status, load_manifest, tail_lines
+from harness.grid_status import collect_status, decide_state, format_status, tail_lines
+from harness.grids import expand, load_grid
+from harness.manifest import load_manifest
+from harness.task import GridTask
 
 from .conftest import FakeSlurmExecutor, write_grid
 
@@ -75,7 +78,7 @@ def test_skips_finished_and_queued_runs_and_retries_only_failures(tiny_benchmark
     fake_slurm.update({"1000_1": "FAILED", "1000_2": "RUNNING", "1000_3": "PENDING", "1000_4": "CANCELLED"})
     _status(d[2], "running", step=0, total_steps=2)
     _status(d[5], "stopped", step=1, total_steps=2)            # interrupted, job gone from squeue
-    statuses = {s.label: s for s in launch.collect_status(load_manifest(mpath))[0]}
+    statuses = {s.label: s for s in collect_status(load_manifest(mpath))[0]}
     states = [statuses[r["label"]].state for r in runs]
     assert states == ["finished", "failed", "running", "pending", "failed", "stopped"]
     assert statuses[runs[4]["label"]].note == "job ended CANCELLED without a record"
@@ -110,7 +113,7 @@ def test_invalid_runs_abort_unless_skipped(tiny_benchmark, tmp_path, fake_slurm,
     doc = load_manifest(tmp_path / "out" / "grids" / "g" / "manifest.json")
     (inv,) = doc["submissions"][0]["invalid"]
     assert inv["label"] == "tiny-8/supervised/bad/seed0" and "budget.lr" in inv["error"]
-    st = {s.label: s for s in launch.collect_status(doc)[0]}["tiny-8/supervised/bad/seed0"]
+    st = {s.label: s for s in collect_status(doc)[0]}["tiny-8/supervised/bad/seed0"]
     assert st.state == "failed" and "budget.lr" in st.error and st.note == "not submitted"
 
 
@@ -186,11 +189,11 @@ def test_status_output_shows_progress_errors_logs_and_exit_code(tiny_benchmark, 
 
 def test_status_ignores_a_status_file_older_than_the_submission(tiny_benchmark, tmp_path, fake_slurm):
     g = _grid(tmp_path, tiny_benchmark, methods=["supervised"], seeds=[0])
-    run_dir = launch.expand(launch.load_grid(g))[0].run_dir
+    run_dir = expand(load_grid(g))[0].run_dir
     _write(Path(run_dir) / "status.json", {"state": "failed", "updated": time.time() - 60, "error": "old"})
     _launch(g)
     fake_slurm["1000"] = "RUNNING"
-    (st,), _ = launch.collect_status(load_manifest(tmp_path / "out" / "grids" / "g" / "manifest.json"))
+    (st,), _ = collect_status(load_manifest(tmp_path / "out" / "grids" / "g" / "manifest.json"))
     assert st.state == "running"
 
 
@@ -202,7 +205,7 @@ def test_status_without_squeue_says_unknown(tiny_benchmark, tmp_path, fake_slurm
         raise slurm.SlurmCommandError(["squeue"], "timed out")
 
     monkeypatch.setattr(slurm, "squeue_states", broken)
-    (st,), note = launch.collect_status(load_manifest(tmp_path / "out" / "grids" / "g" / "manifest.json"))
+    (st,), note = collect_status(load_manifest(tmp_path / "out" / "grids" / "g" / "manifest.json"))
     assert st.state == "unknown" and "squeue failed" in note
     assert "1 unknown" in format_status([st])
 

@@ -22,8 +22,10 @@ import pytest
 import submitit
 import yaml
 
-from harness import launch, slurm
+from harness import slurm
 from harness.cli import main
+from harness.grid_status import RunStatus, collect_status, format_status
+from harness.manifest import load_manifest
 
 pytestmark = pytest.mark.slurm
 
@@ -57,14 +59,14 @@ def write_grid(path: Path, tiny, partition: str, **doc) -> Path:
     return path
 
 
-def wait_all_ended(manifest: Path, timeout_s: float = WAIT_S) -> list[launch.RunStatus]:
+def wait_all_ended(manifest: Path, timeout_s: float = WAIT_S) -> list[RunStatus]:
     deadline = time.monotonic() + timeout_s
     while True:
-        statuses, note = launch.collect_status(launch.load_manifest(manifest))
+        statuses, note = collect_status(load_manifest(manifest))
         if all(s.state in ("finished", "failed", "stopped") for s in statuses):
             return statuses
         if time.monotonic() > deadline:
-            pytest.fail(f"runs not ended after {timeout_s} s:\n{launch.format_status(statuses, queue_note=note)}")
+            pytest.fail(f"runs not ended after {timeout_s} s:\n{format_status(statuses, queue_note=note)}")
         time.sleep(1.0)
 
 
@@ -82,7 +84,7 @@ def test_grid_of_seven_runs_one_failing_status_and_retry(slurm_cluster, tiny_ben
     assert main(["grid", str(g), "--max-array-size", "4", "--array-parallelism", "4"]) == 0
     out = capsys.readouterr().out
     assert "submitted 7 runs as 2 array job(s)" in out
-    (sub,) = launch.load_manifest(mpath)["submissions"]
+    (sub,) = load_manifest(mpath)["submissions"]
     assert len(sub["arrays"]) == 2 and [r["job_id"].split("_")[0] for r in sub["runs"]] == [sub["arrays"][0]] * 4 + [
         sub["arrays"][1]] * 3
     assert sub["cluster"]["max_array_size"] >= 7 and sub["cluster"]["kill_wait_s"] is not None
@@ -114,7 +116,7 @@ def test_grid_of_seven_runs_one_failing_status_and_retry(slurm_cluster, tiny_ben
 
     assert main(["grid", str(g), "--retry-failed"]) == 0
     assert "submitted 1 runs as 1 array job(s)" in capsys.readouterr().out
-    subs = launch.load_manifest(mpath)["submissions"]
+    subs = load_manifest(mpath)["submissions"]
     assert len(subs) == 2 and [r["label"] for r in subs[1]["runs"]] == [bad] and subs[1]["retry_failed"]
     statuses = {s.label: s for s in wait_all_ended(mpath)}
     assert statuses[bad].state == "failed" and statuses[bad].job_id == subs[1]["runs"][0]["job_id"] != failed_job
@@ -136,7 +138,7 @@ def test_requeued_and_preempted_runs_resume_with_identical_metrics(slurm_cluster
         assert main(["grid", str(g)]) == 0
         mp[kind] = tmp_path / kind / "grids" / "one" / "manifest.json"
         manifests.append(mp[kind])
-    runs = {k: launch.load_manifest(p)["submissions"][0]["runs"][0] for k, p in mp.items()}
+    runs = {k: load_manifest(p)["submissions"][0]["runs"][0] for k, p in mp.items()}
     run_dirs = {k: Path(r["run_dir"]) for k, r in runs.items()}
 
     def progress(kind):
@@ -155,7 +157,7 @@ def test_requeued_and_preempted_runs_resume_with_identical_metrics(slurm_cluster
                 if kind == "requeue":
                     slurm.requeue(job_id)  # SIGTERM, SIGKILL after KillWait; checkpoint() is not called
                 else:
-                    folder = launch.load_manifest(mp[kind])["submissions"][0]["slurm_folder"]
+                    folder = load_manifest(mp[kind])["submissions"][0]["slurm_folder"]
                     submitit.SlurmJob(folder=folder, job_id=job_id)._interrupt()  # SIGTERM + SIGUSR2
                 interrupted[kind] = time.monotonic()
         time.sleep(0.2)
@@ -163,7 +165,7 @@ def test_requeued_and_preempted_runs_resume_with_identical_metrics(slurm_cluster
 
     for kind in mp:
         statuses = wait_all_ended(mp[kind])
-        assert [s.state for s in statuses] == ["finished"], launch.format_status(statuses)
+        assert [s.state for s in statuses] == ["finished"], format_status(statuses)
     reference = _final(run_dirs["reference"])
     for kind in ("requeue", "preempt"):
         assert _final(run_dirs[kind]) == reference, kind
@@ -171,13 +173,13 @@ def test_requeued_and_preempted_runs_resume_with_identical_metrics(slurm_cluster
         assert 40 <= config["resumed_from_step"] < 160, kind  # resumed from its own latest.pt, not from 0
     assert "resumed_from_step" not in json.loads((run_dirs["reference"] / "config.json").read_text())
 
-    folder = launch.load_manifest(mp["requeue"])["submissions"][0]["slurm_folder"]
+    folder = load_manifest(mp["requeue"])["submissions"][0]["slurm_folder"]
     job = submitit.SlurmJob(folder=folder, job_id=runs["requeue"]["job_id"])
     err, log_out = job.stderr() or "", job.stdout() or ""
     assert "DUE TO JOB REQUEUE" in err
     assert "SIGTERM: checkpointing at the next step boundary" in err
     assert "Calling checkpoint method" not in log_out + err
-    folder = launch.load_manifest(mp["preempt"])["submissions"][0]["slurm_folder"]
+    folder = load_manifest(mp["preempt"])["submissions"][0]["slurm_folder"]
     job = submitit.SlurmJob(folder=folder, job_id=runs["preempt"]["job_id"])
     log_out = job.stdout() or ""
     assert "Calling checkpoint method" in log_out and f"Requeued job {job.job_id}" in log_out
@@ -196,10 +198,10 @@ def test_one_run_over_two_slurm_tasks(slurm_cluster, tiny_benchmark, tmp_path, m
     assert main(["grid", str(g), "--nproc", "2"]) == 0
     mpath = tmp_path / "out" / "grids" / "ddp" / "manifest.json"
     manifests.append(mpath)
-    sub = launch.load_manifest(mpath)["submissions"][0]
+    sub = load_manifest(mpath)["submissions"][0]
     assert sub["sbatch"]["ntasks_per_node"] == 2
     (st,) = wait_all_ended(mpath)
-    assert st.state == "finished", launch.format_status([st])
+    assert st.state == "finished", format_status([st])
     assert json.loads((Path(st.run_dir) / "config.json").read_text())["world_size"] == 2
     job_id = sub["runs"][0]["job_id"]
     logs = [submitit.core.utils.JobPaths(sub["slurm_folder"], job_id=job_id, task_id=t).stderr for t in (0, 1)]

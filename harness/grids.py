@@ -1,0 +1,291 @@
+"""Grid files: their schema, and their expansion into the runs ``harness grid`` submits.
+
+A *grid file* (``benchmarks/grids/*.yaml``, schema :class:`GridFile`; unknown keys are errors naming
+the file) lists methods, protocols, seeds, common ``--set`` overrides, per-method overrides and named
+*variants* (each a dict of overrides, optionally restricted to some methods / protocols / seeds), plus
+default executor options (:class:`SlurmOptions`, :class:`LocalOptions`). :func:`expand` turns it into
+:class:`PlannedRun` objects, one :class:`harness.runner.RunSpec` each, in the order protocol → method →
+variant → seed. Every run is identified by its run directory
+(``<out>/<protocol>/<method>/<settings hash>/seed<k>``). :func:`validate_runs` resolves every run up front
+(:func:`harness.runner.resolve`: unknown method/protocol/key, bad value) without training, and
+:func:`split_arrays` cuts the runs into job arrays that fit the cluster's ``MaxArraySize``.
+
+Nothing here submits or runs anything; :mod:`harness.launch` (the ``harness grid`` command) does, through
+:mod:`harness.executors`. The harness modules that need torch are imported inside the functions, so that
+``harness status`` and ``harness grid --dry-run`` start fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import pydantic
+import yaml
+
+from .errors import ConfigError, HarnessError
+
+__all__ = [
+    "GridFile", "LocalOptions", "SlurmOptions", "Variant", "PlannedRun",
+    "load_grid", "expand", "validate_runs", "split_arrays", "parse_time_minutes",
+]
+
+
+# ============================================================================ grid file schema
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+
+_SCALAR = str | int | float | bool
+
+
+class SlurmOptions(_Strict):
+    """SLURM resources of every task of the grid (CLI options override these)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: int | str = pydantic.Field(60, description="time limit: minutes, or [D-]HH:MM[:SS], or 90m / 4h")
+    cpus_per_task: int = pydantic.Field(1, ge=1, description="CPUs per process")
+    gpus_per_task: int = pydantic.Field(0, ge=0, description="GPUs per run; N > 0 runs one process per GPU")
+    nproc: int | None = pydantic.Field(None, ge=1, description="processes per run (default max(1, gpus_per_task))")
+    mem_gb: float | None = pydantic.Field(None, gt=0, description="memory per node (default: the cluster's)")
+    array_parallelism: int = pydantic.Field(32, ge=1, description="running tasks per array (%N)")
+    max_array_size: int | None = pydantic.Field(None, ge=1, description="default: the cluster's MaxArraySize")
+    max_num_timeout: int = pydantic.Field(3, ge=0, description="requeues after a time-out before giving up")
+    signal_delay_s: int = pydantic.Field(90, ge=0, description="SIGUSR2 this many seconds before the time limit")
+    constraint: str | None = None
+    job_name: str | None = None
+    setup: list[str] = pydantic.Field(default_factory=list, description="shell lines run before the task")
+    sbatch: dict[str, _SCALAR] = pydantic.Field(default_factory=dict,
+                                                description="extra sbatch options, e.g. {exclude: node3}")
+
+    @pydantic.field_validator("time")
+    @classmethod
+    def _check_time(cls, v):
+        try:
+            parse_time_minutes(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+class LocalOptions(_Strict):
+    max_parallel: int | None = pydantic.Field(None, ge=1, description="runs at a time (default: GPUs, or 1)")
+    nproc: int = pydantic.Field(1, ge=1, description="processes per run (torchrun-style)")
+    threads: int | None = pydantic.Field(None, ge=1, description="torch threads per process")
+
+
+class Variant(_Strict):
+    """A named settings variant: ``--set`` overrides, optionally for some methods/protocols/seeds only."""
+
+    name: str = pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    overrides: dict[str, Any] = pydantic.Field(default_factory=dict, alias="set")
+    methods: list[str] | None = None
+    protocols: list[str] | None = None
+    seeds: list[int] | None = None
+
+
+class GridFile(_Strict):
+    name: str | None = pydantic.Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+                                      description="default: the file name without .yaml")
+    description: str | None = None
+    out: str = "runs"
+    methods: list[str] = pydantic.Field(min_length=1)
+    protocols: list[str] = pydantic.Field(min_length=1)
+    seeds: list[int] = pydantic.Field(default_factory=lambda: [0], min_length=1)
+    overrides: dict[str, Any] = pydantic.Field(default_factory=dict, alias="set")
+    method_set: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
+    variants: list[Variant] = pydantic.Field(default_factory=list)
+    data_root: str | None = None
+    splits_dir: str | None = None
+    device: str = "auto"
+    workers: int | None = pydantic.Field(None, ge=0)
+    executor: Literal["slurm", "local", "debug"] = "slurm"
+    slurm: SlurmOptions = pydantic.Field(default_factory=SlurmOptions)
+    local: LocalOptions = pydantic.Field(default_factory=LocalOptions)
+
+    @pydantic.model_validator(mode="after")
+    def _cross_checks(self):
+        for label, values in (("methods", self.methods), ("protocols", self.protocols), ("seeds", self.seeds)):
+            dup = [v for v, n in Counter(values).items() if n > 1]
+            if dup:
+                raise ValueError(f"{label} lists {dup} more than once")
+        unknown = sorted(set(self.method_set) - set(self.methods))
+        if unknown:
+            raise ValueError(f"method_set names {unknown}, which are not in methods {self.methods}")
+        names = [v.name for v in self.variants]
+        dup = [v for v, n in Counter(names).items() if n > 1]
+        if dup:
+            raise ValueError(f"variant names {dup} are used more than once")
+        for v in self.variants:
+            for label, sub, full in (("methods", v.methods, self.methods), ("protocols", v.protocols, self.protocols),
+                                     ("seeds", v.seeds, self.seeds)):
+                extra = sorted(set(sub or ()) - set(full), key=str)
+                if extra:
+                    raise ValueError(f"variant '{v.name}': {label} {extra} are not in the grid's {label} {full}")
+        return self
+
+
+def _format_errors(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        got = err.get("input")
+        got_s = "" if isinstance(got, (dict, list)) or err["type"] == "missing" else f" (got {got!r})"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"key '{loc}': {msg}{got_s}" if err["type"] != "extra_forbidden"
+                     else f"unknown key '{loc}'")
+    return "; ".join(parts)
+
+
+def load_grid(path: str | Path) -> GridFile:
+    """Read and validate a grid file; every error names the file (and the key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"grid file {path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"grid file {path} must be a mapping with at least 'methods' and 'protocols'")
+    try:
+        grid = GridFile.model_validate(doc)
+    except pydantic.ValidationError as exc:
+        fields = ", ".join(f.alias or k for k, f in GridFile.model_fields.items())
+        raise ConfigError(f"grid file {path}: {_format_errors(exc)}. Valid top-level keys: {fields}") from None
+    if grid.name is None:
+        grid = grid.model_copy(update={"name": re.sub(r"[^A-Za-z0-9_.+-]", "_", path.stem)})
+    return grid
+
+
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?$")
+
+
+def parse_time_minutes(value: int | float | str) -> int:
+    """``90`` / ``"90"`` / ``"90m"`` / ``"4h"`` / ``"1:30:00"`` / ``"2-00:00:00"`` → whole minutes (≥ 1)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"time limit must be minutes or [D-]HH:MM[:SS], got {value!r}")
+    if isinstance(value, (int, float)):
+        minutes = float(value)
+    else:
+        s = str(value).strip().lower()
+        m = _TIME_RE.match(s)
+        if m:
+            days, a, b, c = m.groups()
+            if c is None:  # HH:MM
+                minutes = int(a) * 60 + int(b)
+            else:  # HH:MM:SS
+                minutes = int(a) * 60 + int(b) + int(c) / 60
+            minutes += int(days or 0) * 1440
+        elif re.fullmatch(r"\d+(\.\d+)?\s*(m|min)?", s):
+            minutes = float(re.sub(r"[a-z\s]", "", s))
+        elif re.fullmatch(r"\d+(\.\d+)?\s*h", s):
+            minutes = float(s[:-1]) * 60
+        elif re.fullmatch(r"\d+(\.\d+)?\s*d", s):
+            minutes = float(s[:-1]) * 1440
+        else:
+            raise ConfigError(f"time limit must be minutes (90, 90m), hours (4h) or [D-]HH:MM[:SS], got {value!r}")
+    if minutes <= 0:
+        raise ConfigError(f"time limit must be positive, got {value!r}")
+    return max(1, math.ceil(minutes))
+
+
+def parse_sbatch_items(items: Sequence[str]) -> dict[str, Any]:
+    """``['exclude=node3', 'exclusive']`` → ``{'exclude': 'node3', 'exclusive': True}`` (``--sbatch`` options)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not key:
+            raise ConfigError(f"--sbatch expects KEY=VALUE or KEY, got '{item}'")
+        out[key] = value if sep else True
+    return out
+
+
+# ============================================================================ expansion
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    spec: Any  # harness.runner.RunSpec
+    variant: str
+
+    @property
+    def run_dir(self) -> str:
+        from .runner import run_dir
+        return str(run_dir(self.spec))
+
+    @property
+    def label(self) -> str:
+        return run_label(self.spec.protocol, self.spec.method, self.variant, self.spec.seed)
+
+    def spec_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.spec)
+
+
+def run_label(protocol: str, method: str, variant: str, seed: int) -> str:
+    return f"{protocol}/{method}/{variant}/seed{seed}"
+
+
+def spec_from_dict(doc: dict[str, Any]):
+    from .runner import RunSpec
+    known = {f.name for f in dataclasses.fields(RunSpec)}
+    return RunSpec(**{k: v for k, v in doc.items() if k in known})
+
+
+def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] | None = None,
+           data_root: str | None = None, splits_dir: str | None = None, device: str | None = None,
+           workers: int | None = None) -> list[PlannedRun]:
+    """All runs of the grid: protocol → method → variant → seed. Overrides merge as
+    grid ``set`` ← ``method_set[method]`` ← variant ``set`` ← ``extra_set`` (the command line).
+    Runs that land in the same run directory (identical settings) are listed once."""
+    from .runner import RunSpec, run_dir
+
+    out_abs = os.path.abspath(os.path.expanduser(out or grid.out))
+    variants = grid.variants or [Variant(name="default")]
+    runs: list[PlannedRun] = []
+    seen: set[str] = set()
+    for protocol in grid.protocols:
+        for method in grid.methods:
+            for v in variants:
+                if v.methods is not None and method not in v.methods:
+                    continue
+                if v.protocols is not None and protocol not in v.protocols:
+                    continue
+                overrides = {**grid.overrides, **grid.method_set.get(method, {}), **v.overrides, **(extra_set or {})}
+                for seed in (v.seeds if v.seeds is not None else grid.seeds):
+                    spec = RunSpec(method=method, protocol=protocol, seed=seed, overrides=overrides, out=out_abs,
+                                   data_root=data_root or grid.data_root, splits_dir=splits_dir or grid.splits_dir,
+                                   device=device or grid.device, workers=grid.workers if workers is None else workers,
+                                   force=False, stop_after=None, progress=False)
+                    key = str(run_dir(spec))
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    runs.append(PlannedRun(spec, v.name))
+    return runs
+
+
+def validate_runs(runs: Iterable[PlannedRun]) -> list[tuple[PlannedRun, str]]:
+    """Resolve every run (method, protocol, keys, values) without training; return the invalid ones."""
+    from .runner import resolve
+    bad = []
+    for run in runs:
+        try:
+            resolve(run.spec)
+        except HarnessError as exc:
+            bad.append((run, str(exc)))
+    return bad
+
+
+def split_arrays(items: Sequence[Any], max_size: int) -> list[list[Any]]:
+    """Chunks of at most ``max_size`` (array indices 0..n-1 must stay below ``MaxArraySize``)."""
+    if max_size < 1:
+        raise ValueError("max_size must be >= 1")
+    items = list(items)
+    return [items[i:i + max_size] for i in range(0, len(items), max_size)]
