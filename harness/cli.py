@@ -50,14 +50,15 @@ def cmd_eval(args) -> int:
     result = evaluate_checkpoint(args.checkpoint, protocol_id=args.protocol, data_root=args.data_root,
                                  splits_dir=args.splits_dir, device=args.device, split=args.split,
                                  confidence=args.confidence)
+    if args.json:  # before printing, so that a closed pipe (`| head`) cannot lose it
+        from .records import write_json
+        write_json(Path(args.json), {k: v for k, v in result.items() if k != "summary"})
     print(result["summary"])
     if args.per_class or args.confidence is not None:
         print(_per_class_table(result))
     if args.confusion:
         print(_confusion_table(result["confusion_matrix"], result["class_names"]))
     if args.json:
-        from .records import write_json
-        write_json(Path(args.json), {k: v for k, v in result.items() if k != "summary"})
         print(f"wrote {args.json}")
     return 0
 
@@ -363,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; an unfinished run resumes from its last checkpoint when rerun", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which exited: not an error of the command
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
