@@ -175,6 +175,7 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "split_checksums": {s.path: s.sha256 for s in (p.splits.labeled, p.splits.unlabeled, p.splits.val) if s},
         "data_root": str(data_root),
         "split_root": str(split_root),
+        **({"data_fingerprint": _synthetic_fingerprint(data_root)} if p.dataset == "synthetic" else {}),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "pretrained_source": pretrained_source,
@@ -182,6 +183,12 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "versions": records.package_versions(),
         "git_revision": records.git_revision(),
     }
+
+
+def _synthetic_fingerprint(root: Path) -> str:
+    from .data.synthetic import recorded_fingerprint
+
+    return recorded_fingerprint(root)
 
 
 def _comparable(doc: dict) -> dict:

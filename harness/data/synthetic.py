@@ -38,7 +38,8 @@ Layout (same reader as PASCAL VOC, spec §1)::
     <root>/splits/val.txt                   all val ids (``val_00000`` ...)
     <root>/splits/<n>/{labeled,unlabeled}.txt   n in LABELED_COUNTS; nested (100 ⊂ 200 ⊂ 400 ⊂ 800)
     <root>/splits/full/labeled.txt          all train ids, no unlabeled list
-    <root>/manifest.json                    version, counts, class names, parameters, split checksums
+    <root>/manifest.json                    version, counts, class names, parameters, split checksums,
+                                            content_sha256 (fingerprint of every image and mask file)
 
 Split lines are ``JPEGImages/<id>.jpg SegmentationClass/<id>.png`` with a final newline. The labeled lists
 are prefixes of one fixed-seed permutation of the train ids, chosen so that the smallest (hence every) list
@@ -670,6 +671,27 @@ def _manifest_ok(root: Path, version: int, params: SynthParams | None = None,
     return True, ""
 
 
+def content_fingerprint(root: str | Path) -> str:
+    """SHA-256 over every image and mask file (sorted relative path and file hash). Generation is deterministic
+    for a given generator version, numpy and Pillow; this tells whether two machines trained on the same pixels
+    (JPEG encoding may differ between Pillow/libjpeg builds)."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for sub in ("JPEGImages", "SegmentationClass"):
+        for path in sorted((root / sub).iterdir()):
+            h.update(f"{sub}/{path.name} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def recorded_fingerprint(root: str | Path) -> str:
+    """The manifest's ``content_sha256``; computed now for roots generated before it was recorded."""
+    try:
+        fp = json.loads((Path(root) / "manifest.json").read_text()).get("content_sha256")
+    except (OSError, ValueError):
+        fp = None
+    return fp or content_fingerprint(root)
+
+
 def generate(root: str | Path, version: int = SYNTHETIC_VERSION, num_train: int = NUM_TRAIN,
              num_val: int = NUM_VAL, workers: int = 1,
              progress: Callable[[int, int], None] | None = None,
@@ -748,6 +770,7 @@ def generate(root: str | Path, version: int = SYNTHETIC_VERSION, num_train: int 
             "class_images": {"train": image_counts[0].tolist(), "val": image_counts[1].tolist()},
             "generation_seconds": round(time.time() - t0, 2),
             "workers": workers,
+            "content_sha256": content_fingerprint(tmp),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         try:

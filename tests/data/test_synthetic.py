@@ -49,6 +49,27 @@ def test_deterministic(small_root, tmp_path):
             assert (small_root / rel).read_bytes() == (again / rel).read_bytes(), rel
     m1, m2 = (json.loads((r / "manifest.json").read_text()) for r in (small_root, again))
     assert m1["splits"] == m2["splits"] and m1["class_pixels"] == m2["class_pixels"]
+    assert m1["content_sha256"] == m2["content_sha256"] == syn.content_fingerprint(again)
+
+
+def test_fingerprint_sees_one_changed_pixel(small_root, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_root, copy)
+    fp = syn.content_fingerprint(copy)
+    mask = copy / "SegmentationClass" / sorted(os.listdir(copy / "SegmentationClass"))[3]
+    img = Image.open(mask)
+    arr = np.array(img)
+    arr[0, 0] = (arr[0, 0] + 1) % syn.NUM_CLASSES
+    out = Image.fromarray(arr, mode="P")
+    out.putpalette(img.getpalette())
+    out.save(mask)
+    assert syn.content_fingerprint(copy) != fp
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["content_sha256"]  # a root generated before fingerprints were recorded: computed on demand
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert syn.recorded_fingerprint(copy) == syn.content_fingerprint(copy)
 
 
 def test_versions_and_images_differ():
