@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", help="protocol (curves, per-class; required when several are present)")
     p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels: only these protocols")
     p.add_argument("--method", action="append", metavar="M",
-                   help="only this method (repeatable; curves take one)")
+                   help="only this method (repeatable)")
     p.add_argument("--metric", choices=["final", "best"], default="final")
     p.add_argument("--per-run", action="store_true", help="curves: one line per seed instead of mean ± std band")
     p.add_argument("--out", required=True, help="output image, e.g. plot.png")

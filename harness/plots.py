@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from .errors import HarnessError
 from .results import ResultSet, aggregate, curves, filter_runs, per_class
-from .tables import (BEST_TITLE, DATASET_ORDER, FAMILY_ORDER, METHOD_ORDER, _order, family_label, method_label,
-                     overrides_label)
+from .tables import BEST_TITLE, DATASET_ORDER, FAMILY_ORDER, METHOD_ORDER, _order, family_label, variant_labels
 
 KINDS = ("miou-vs-labels", "curves", "per-class")
 
@@ -42,11 +40,6 @@ def _save(fig, out: str | Path) -> Path:
     return out
 
 
-def _variant_label(method: str, settings_hash: str, overrides: dict[str, Any]) -> str:
-    extra = overrides_label(overrides, settings_hash)
-    return method_label(method) + (f" [{extra}]" if extra else "")
-
-
 def _one_protocol(runs: pd.DataFrame, protocol: str | None) -> str:
     present = sorted(runs["protocol"].unique())
     if protocol:
@@ -64,6 +57,7 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
     if runs.empty:
         raise HarnessError("no finished runs to plot")
     agg = aggregate(runs, metric)
+    labels, _ = variant_labels(runs)
     groups = sorted({(a.dataset, a.family) for a in agg.itertuples()},
                     key=lambda g: (_order(g[0], DATASET_ORDER), _order(g[1], FAMILY_ORDER)))
     fig, axes = _figure(1, len(groups))
@@ -80,7 +74,7 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
             ns = sorted(set(pts["n"]))
             nlab = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
             ax.errorbar(pts["labeled"], pts["mean"], yerr=err, marker="o", capsize=3,
-                        label=f"{_variant_label(v.method, v.settings_hash, v.overrides)} ({nlab})")
+                        label=f"{labels[(v.method, v.settings_hash)]} ({nlab})")
         labeled = sorted(set(sub["labeled"]))
         ax.set_xscale("log")
         ax.set_xticks(labeled)
@@ -110,13 +104,13 @@ def _signal_groups(df: pd.DataFrame) -> list[tuple[str, list[str]]]:
     return out
 
 
-def training_curves(rs: ResultSet, out: str | Path, protocol: str | None = None, method: str | None = None,
-                    per_run: bool = False) -> Path:
+def training_curves(rs: ResultSet, out: str | Path, protocol: str | None = None,
+                    methods: list[str] | None = None, per_run: bool = False) -> Path:
     runs = rs.runs
-    if method:
-        runs = filter_runs(runs, [method], None)
+    if methods:
+        runs = filter_runs(runs, methods, None)
         if runs.empty:
-            raise HarnessError(f"no finished run of method '{method}'")
+            raise HarnessError(f"no finished run of method(s) {', '.join(methods)}")
     pid = _one_protocol(runs, protocol)
     runs = runs[runs["protocol"] == pid]
     df = curves(runs)
@@ -127,13 +121,13 @@ def training_curves(rs: ResultSet, out: str | Path, protocol: str | None = None,
     styles = ["-", "--", ":", "-."]
     variants = sorted(df.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash"]].itertuples(
         index=False), key=lambda v: (_order(v.method, METHOD_ORDER), v.settings_hash != "default"))
-    over = {(r.method, r.settings_hash): r.overrides for r in runs.itertuples()}
+    labels, _ = variant_labels(runs)
     cmap = [f"C{i}" for i in range(10)]
     for ax, (title, keys) in zip(axes[0], groups):
         for vi, v in enumerate(variants):
             color = cmap[vi % 10]
             sub = df[(df["method"] == v.method) & (df["settings_hash"] == v.settings_hash)]
-            name = _variant_label(v.method, v.settings_hash, over.get((v.method, v.settings_hash), {}))
+            name = labels[(v.method, v.settings_hash)]
             for ki, key in enumerate(keys):
                 if key not in sub.columns or sub[key].isna().all():
                     continue
@@ -165,6 +159,7 @@ def per_class_bars(rs: ResultSet, out: str | Path, protocol: str | None = None, 
     runs = filter_runs(rs.runs, methods, None)
     pid = _one_protocol(runs, protocol)
     df, classes = per_class(runs, pid, metric)
+    labels, _ = variant_labels(runs[runs["protocol"] == pid])
     df = df.assign(_o=[_order(m, METHOD_ORDER) for m in df["method"]]).sort_values(["_o", "settings_hash"])
     k = len(df)
     fig, axes = _figure(1, 1, size=(max(6.4, 0.45 * len(classes) * max(1, k) ** 0.5 + 2), 4.4))
@@ -176,7 +171,7 @@ def per_class_bars(rs: ResultSet, out: str | Path, protocol: str | None = None, 
         errs = [0.0 if not math.isfinite(r.get(f"{c} std", math.nan)) else r[f"{c} std"] for c in classes]
         pos = [x - 0.4 + width * (i + 0.5) for x in xs]
         ax.bar(pos, [v if math.isfinite(v) else 0.0 for v in vals], width, yerr=errs, capsize=2,
-               label=f"{_variant_label(r['method'], r['settings_hash'], r['overrides'])} "
+               label=f"{labels[(r['method'], r['settings_hash'])]} "
                      f"(mIoU {r['mIoU']:.2f}, n={r['n']})")
         for p, v in zip(pos, vals):
             if not math.isfinite(v):
@@ -197,9 +192,7 @@ def plot(rs: ResultSet, kind: str, out: str | Path, protocol: str | None = None,
     if kind == "miou-vs-labels":
         return miou_vs_labels(rs, out, metric, methods, protocols or ([protocol] if protocol else None))
     if kind == "curves":
-        if methods and len(methods) > 1:
-            raise HarnessError("--kind curves takes one --method (or none for every method)")
-        return training_curves(rs, out, protocol, methods[0] if methods else None, per_run)
+        return training_curves(rs, out, protocol, methods, per_run)
     if kind == "per-class":
         return per_class_bars(rs, out, protocol, methods, metric)
     raise HarnessError(f"unknown plot kind '{kind}'; expected one of {', '.join(KINDS)}")

@@ -114,6 +114,36 @@ def redundant_overrides(overrides: dict[str, Any], protocol_ids: list[str],
     return keys
 
 
+def variant_labels(runs: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """Display name of every (method, settings_hash) of ``runs`` and the notes that go with them.
+
+    An override that restates the protocol default is left out of the label, unless the same method also has a
+    run without it (then the two must stay distinguishable); a note says what was left out."""
+    variants = runs.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash", "overrides"]]
+    known = _builtin_protocols()
+    hashes_of = variants.groupby("method")["settings_hash"].apply(set).to_dict()
+    labels: dict[tuple[str, str], str] = {}
+    folded: dict[str, list[str]] = {}
+    for v in variants.itertuples(index=False):
+        shown = v.overrides
+        if v.settings_hash != "default":
+            pids = sorted(set(runs.loc[(runs["method"] == v.method) & (runs["settings_hash"] == v.settings_hash),
+                                       "protocol"]))
+            redundant = redundant_overrides(v.overrides, pids, known)
+            rest = {k: x for k, x in v.overrides.items() if k not in redundant}
+            if redundant and (rest or "default" not in hashes_of[v.method]):
+                shown = rest
+                text = ", ".join(f"{k}={v.overrides[k]}" for k in sorted(redundant))
+                folded.setdefault(text, []).append(v.method)
+        extra = overrides_label(shown, "default" if not shown else v.settings_hash)
+        labels[(v.method, v.settings_hash)] = method_label(v.method) + (f" [{extra}]" if extra else "")
+    notes = []
+    for text, methods in folded.items():
+        names = ", ".join(method_label(m) for m in sorted(methods, key=lambda m: _order(m, METHOD_ORDER)))
+        notes.append(f"Runs pinned to the protocol default {text}; not shown in the row labels of: {names}.")
+    return labels, notes
+
+
 def family_label(family: str) -> str:
     return FAMILY_NAMES.get(family, family)
 
@@ -356,30 +386,11 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
     notes += col_notes
 
     # rows: one per (method, settings_hash)
-    variants = runs.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash", "overrides"]]
-    # An override that restates the protocol default is left out of the label, unless the same method also has
-    # a row without it (then the two rows must stay distinguishable); a note says what was left out.
-    known = _builtin_protocols()
-    hashes_of = variants.groupby("method")["settings_hash"].apply(set).to_dict()
-    rows = []
-    folded: dict[str, list[str]] = {}
-    for v in variants.itertuples(index=False):
-        shown = v.overrides
-        if v.settings_hash != "default":
-            pids = sorted(set(runs.loc[(runs["method"] == v.method) & (runs["settings_hash"] == v.settings_hash),
-                                       "protocol"]))
-            redundant = redundant_overrides(v.overrides, pids, known)
-            rest = {k: x for k, x in v.overrides.items() if k not in redundant}
-            if redundant and (rest or "default" not in hashes_of[v.method]):
-                shown = rest
-                text = ", ".join(f"{k}={v.overrides[k]}" for k in sorted(redundant))
-                folded.setdefault(text, []).append(v.method)
-        extra = overrides_label(shown, "default" if not shown else v.settings_hash)
-        label = method_label(v.method) + (f" [{extra}]" if extra else "")
-        rows.append(Row(f"{v.method}/{v.settings_hash}", label, "harness", v.method, v.settings_hash, v.overrides))
-    for text, methods_ in folded.items():
-        names = ", ".join(method_label(m) for m in sorted(methods_, key=lambda m: _order(m, METHOD_ORDER)))
-        notes.append(f"Runs pinned to the protocol default {text}; not shown in the row labels of: {names}.")
+    labels, label_notes = variant_labels(runs)
+    rows = [Row(f"{v.method}/{v.settings_hash}", labels[(v.method, v.settings_hash)], "harness", v.method,
+                v.settings_hash, v.overrides)
+            for v in runs.drop_duplicates(["method", "settings_hash"]).itertuples(index=False)]
+    notes += label_notes
     rows.sort(key=lambda r: (_order(r.method, METHOD_ORDER), r.settings_hash != "default", r.label))
 
     stats = {(a.method, a.settings_hash, a.protocol): a for a in agg.itertuples(index=False)}

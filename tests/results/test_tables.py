@@ -334,6 +334,10 @@ def test_curves_per_run_and_cli_plot(fake_root, tmp_path):
                  "--out", str(out)]) == 0
     assert out.stat().st_size > 5000
     assert main(["plot", str(fake_root), "--kind", "curves", "--out", str(out)]) == 2  # several protocols
+    assert main(["plot", str(fake_root), "--kind", "curves", "--protocol", "voc-92", "--method", "imas",
+                 "--method", "supervised", "--out", str(out)]) == 0
+    assert main(["plot", str(fake_root), "--kind", "curves", "--protocol", "voc-92", "--method", "nope",
+                 "--out", str(out)]) == 2
 
 
 # ----------------------------------------------------------------- CLI, manifest, speed
