@@ -63,6 +63,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return v
+
+
 def _pct(v: float) -> str:
     return "—" if v != v else f"{100 * v:.1f}"
 
@@ -85,8 +95,9 @@ def _per_class_table(result: dict) -> str:
                      _pct(q["recall"][c]), _pct(q["wrong"][c]), worst))
     head = (f"pseudo-labels at confidence >= {result['confidence']}: {_pct(q['coverage'])}% of the pixels kept, "
             f"{_pct(q['accuracy'])}% of them correct (all pixels: {_pct(q['accuracy_all'])}% correct)\n")
-    return head + tabulate(rows, headers=["class", "IoU", "kept precision", "share of kept", "kept correct",
-                                          "kept wrong", "main wrong label (% of kept)"])
+    # precision and share are per predicted class (the pseudo-label), the rest per ground-truth class
+    return head + tabulate(rows, headers=["class", "IoU", "kept precision", "share of kept", "% kept right",
+                                          "% kept wrong", "main wrong label (% of its kept)"])
 
 
 def _confusion_table(matrix, names) -> str:
@@ -245,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true")
     p.add_argument("--split", choices=["val", "labeled", "unlabeled"], default="val",
                    help="list to evaluate on (default val); labeled/unlabeled for diagnostics, their masks must exist")
-    p.add_argument("--confidence", type=float, default=None, metavar="TAU",
+    p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
                    help="also report the pixels predicted with probability >= TAU: how many, how many correct, "
                         "per class (the quality of thresholded pseudo-labels of this network)")
     p.add_argument("--confusion", action="store_true", help="print the row-normalised confusion matrix")

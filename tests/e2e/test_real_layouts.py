@@ -64,13 +64,16 @@ def test_pseudo_label_diagnostics_on_the_unlabeled_list(voc, tmp_path, capsys):
             "--confusion", "--json", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "unlabeled list" in text and "8 images" in text and "kept precision" in text and "gt \\ pred" in text
+    assert "unlabeled list" in text and "8 images" in text and "% kept wrong" in text and "gt \\ pred" in text
     doc = json.loads(out.read_text())
     masks = [root / line.split()[1] for line in (splits / "unlabeled.txt").read_text().split("\n") if line]
     labeled_pixels = sum(int((np.array(Image.open(m)) != 255).sum()) for m in masks)
     full, kept = np.array(doc["confusion_matrix"]), np.array(doc["confident_matrix"])
     assert full.sum() == labeled_pixels and (kept <= full).all() and doc["split"] == "unlabeled"
     assert doc["pseudo_labels"]["coverage"] == pytest.approx(kept.sum() / full.sum())
+    with pytest.raises(SystemExit):  # argparse: a threshold that is not a probability
+        main(args[:6] + ["--confidence", "1.5"])
+    assert "expected a probability in [0, 1], got '1.5'" in capsys.readouterr().err
     masks[3].unlink()
     assert main(args) == 2
     assert masks[3].name in capsys.readouterr().err
