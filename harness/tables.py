@@ -658,9 +658,9 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
         columns[-1].header = f"mIoU — {BEST_TITLE}"
     rows, cells = [], {}
     df = df.assign(_o=[_order(m, METHOD_ORDER) for m in df["method"]]).sort_values(["_o", "settings_hash"])
+    labels, label_notes = variant_labels(runs[runs["protocol"] == protocol])
     for r in df.to_dict("records"):
-        extra = overrides_label(r["overrides"], r["settings_hash"])
-        label = method_label(r["method"]) + (f" [{extra}]" if extra else "") + f" ({r['n']})"
+        label = f"{labels[(r['method'], r['settings_hash'])]} ({r['n']})"
         row = Row(f"{r['method']}/{r['settings_hash']}", label, "harness", r["method"], r["settings_hash"],
                   r["overrides"])
         rows.append(row)
@@ -681,7 +681,7 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
                f"{what}; mean over seeds, (n) = number of seeds. — = class absent from the evaluation set in every "
                f"seed (IoU undefined). Best value per class in bold."]
     interp = [INTERPRETATION_NOTES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
-    return Table(f"Per-class IoU — {protocol}", columns, rows, cells, caption, interp, metric, False,
+    return Table(f"Per-class IoU — {protocol}", columns, rows, cells, caption, interp + label_notes, metric, False,
                  kind="per-class", grouped=False)
 
 
