@@ -139,7 +139,7 @@ def variant_labels(runs: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list
         labels[(v.method, v.settings_hash)] = method_label(v.method) + (f" [{extra}]" if extra else "")
     notes = []
     for text, methods in folded.items():
-        names = ", ".join(method_label(m) for m in sorted(methods, key=lambda m: _order(m, METHOD_ORDER)))
+        names = ", ".join(method_label(m) for m in sorted(set(methods), key=lambda m: _order(m, METHOD_ORDER)))
         notes.append(f"Runs pinned to the protocol default {text}; not shown in the row labels of: {names}.")
     return labels, notes
 

@@ -422,6 +422,7 @@ def test_override_restating_the_protocol_default_is_left_out_of_the_label(tmp_pa
     for seed in (0, 1, 2):
         write_run(tmp_path, "imas", "voc-92", seed, 70.0, overrides={"budget.lr": lr})
         write_run(tmp_path, "unimatch", "voc-92", seed, 71.0, overrides={"budget.lr": lr, "tau": 0.9})
+        write_run(tmp_path, "unimatch", "voc-92", seed, 70.5, overrides={"budget.lr": lr, "tau": 0.8})
         write_run(tmp_path, "supervised", "voc-92", seed, 60.0, overrides={"budget.lr": lr * 2})
     md = render(_table(tmp_path), "markdown")
     assert _md_row(md, "iMAS")[0] == "70.00 ± 0.00 (3)"
