@@ -122,14 +122,13 @@ def variant_labels(runs: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list
     variants = runs.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash", "overrides"]]
     known = _builtin_protocols()
     hashes_of = variants.groupby("method")["settings_hash"].apply(set).to_dict()
+    protocols_of = runs.groupby(["method", "settings_hash"])["protocol"].apply(lambda p: sorted(set(p))).to_dict()
     labels: dict[tuple[str, str], str] = {}
     folded: dict[str, list[str]] = {}
     for v in variants.itertuples(index=False):
         shown = v.overrides
         if v.settings_hash != "default":
-            pids = sorted(set(runs.loc[(runs["method"] == v.method) & (runs["settings_hash"] == v.settings_hash),
-                                       "protocol"]))
-            redundant = redundant_overrides(v.overrides, pids, known)
+            redundant = redundant_overrides(v.overrides, protocols_of[(v.method, v.settings_hash)], known)
             rest = {k: x for k, x in v.overrides.items() if k not in redundant}
             if redundant and (rest or "default" not in hashes_of[v.method]):
                 shown = rest
