@@ -53,14 +53,14 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     state = torch.load(ckpt_path, map_location=dev, weights_only=False)
     model.load_state_dict(state["model"])
     method.load_state_dict(state["method"])
-    dataset = build_val_dataset(protocol, data_root_path, split_root, split=split)
-    result = evaluate(method.eval_model(), dataset, protocol.eval, protocol.num_classes, dev,
+    result = evaluate(method.eval_model(), build_val_dataset(protocol, data_root_path, split_root, split=split),
+                      protocol.eval, protocol.num_classes, dev,
                       autocast=context.autocast, confidence=confidence)
     result["class_names"] = protocol.class_names
     result["split"] = split
     where = protocol.id if split == "val" else f"the {split} list of {protocol.id}"
     result["summary"] = (f"{info.name} checkpoint at step {state['step']}/{doc['total_steps']} on {where} "
-                         f"({len(dataset)} images, {protocol.eval.name}): mIoU {result['miou']:.2f}")
+                         f"({result['num_images']} images, {protocol.eval.name}): mIoU {result['miou']:.2f}")
     if confidence is not None:
         result["confidence"] = confidence
         result["pseudo_labels"] = pseudo_label_quality(result["confusion_matrix"], result["confident_matrix"])
