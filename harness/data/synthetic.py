@@ -62,6 +62,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -562,6 +563,13 @@ def render(split: str, index: int, version: int = SYNTHETIC_VERSION,
 # Writing
 # ---------------------------------------------------------------------------------------------------------
 
+def _default_sigterm() -> None:
+    """Pool initializer. A forked worker inherits the parent's SIGTERM handler; a grid task's handler only
+    flags a stop, so the worker would survive the SIGTERM of ``Pool.terminate()`` and the pool's exit would
+    wait for it forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _write_one(args) -> tuple[str, int, list[int]]:
     tmp, split, index, version, params_json, palette = args
     params = SynthParams.from_json(params_json)
@@ -727,7 +735,8 @@ def generate(root: str | Path, version: int = SYNTHETIC_VERSION, num_train: int 
         if workers > 1:
             import multiprocessing as mp
 
-            with mp.get_context("fork" if sys.platform.startswith("linux") else "spawn").Pool(workers) as pool:
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            with ctx.Pool(workers, initializer=_default_sigterm) as pool:
                 for r in pool.imap_unordered(_write_one, jobs, chunksize=16):
                     results.append(r)
                     if progress:

@@ -323,3 +323,17 @@ def test_default_root(monkeypatch, tmp_path):
     assert syn.default_root() == tmp_path / "synthetic" / f"v{syn.SYNTHETIC_VERSION}"
     monkeypatch.delenv("HARNESS_CACHE")
     assert syn.default_root(3) == Path.home() / ".cache" / "harness" / "synthetic" / "v3"
+
+
+def test_generation_workers_end_under_a_stop_flagging_sigterm_handler(tmp_path):
+    # A grid task installs a SIGTERM handler that only flags a stop; forked pool workers used to inherit it,
+    # survive the SIGTERM of Pool.terminate(), and leave the first run on a fresh machine waiting forever.
+    root = tmp_path / "v1"
+    code = ("import signal; from harness.data.synthetic import generate; "
+            "signal.signal(signal.SIGTERM, lambda *a: print('flagged', flush=True)); "
+            f"generate({str(root)!r}, workers=2, num_train=60, num_val=12, labeled_counts=(6,)); print('done')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["done"]  # no worker ran the inherited handler
+    assert (root / "manifest.json").exists()
