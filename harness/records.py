@@ -114,6 +114,19 @@ def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     write_json(Path(run_dir) / STATUS, {"state": state, "updated": time.time(), "host": platform.node(), **fields})
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model: float results of the same run differ between CPU models."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("ssseg-harness", "torch", "torchvision", "numpy", "pillow", "pydantic", "pluggy", "submitit"):

@@ -177,7 +177,10 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "split_root": str(split_root),
         **({"data_fingerprint": _synthetic_fingerprint(data_root)} if p.dataset == "synthetic" else {}),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_name": records.device_name(device),
+        # The intra-op thread count changes the order of float reductions, so runs are bit-identical
+        # only at the same count (and CPU model); a different count gives another, equally valid sample.
+        "torch_threads": torch.get_num_threads(),
         "pretrained_source": pretrained_source,
         "options": r.options,
         "versions": records.package_versions(),

@@ -16,15 +16,9 @@ import torch
 
 def machine_info(device: str | torch.device = "cpu") -> dict:
     device = torch.device(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+    from harness.records import device_name
+
+    info = {"cpu": device_name(torch.device("cpu")), "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": str(device),
             "cuda_available": torch.cuda.is_available()}
     if hasattr(os, "sched_getaffinity"):

@@ -35,6 +35,9 @@ def test_cli_run_writes_a_complete_record_and_refuses_to_overwrite(tiny_benchmar
     cfg = records.read_json(d / "config.json")
     assert cfg["versions"]["torch"] and cfg["git_revision"] and cfg["split_checksums"]
     assert cfg["method"]["distribution"] == "ssseg-harness"
+    import torch
+    assert cfg["torch_threads"] == torch.get_num_threads()  # floats of a run depend on it
+    assert cfg["device_name"] == records.device_name(torch.device("cpu")) and cfg["device_name"] != "cpu"
     from harness.data.synthetic import content_fingerprint
     assert cfg["data_fingerprint"] == content_fingerprint(tiny_benchmark["data_root"])  # which pixels it saw
     assert len(records.read_metrics(d / "metrics.jsonl")) == 3
