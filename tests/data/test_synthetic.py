@@ -217,7 +217,9 @@ def test_protocol_file_matches_generator():
 
 
 def test_write_protocol_file_updates_only_checksums(tmp_path, small_root):
-    tuned = PROTOCOL_FILE.read_text().replace("iterations: 1500", "iterations: 1234")
+    text = PROTOCOL_FILE.read_text()
+    tuned = text.replace("iterations: 3000", "iterations: 1234")
+    assert tuned != text
     first_sha = tuned.split("sha256: ")[1][:64]
     path = tmp_path / "p.yaml"
     path.write_text(tuned.replace(first_sha, "0" * 64))
@@ -240,6 +242,11 @@ def test_full_generation_matches_protocol_file(tmp_path):
             raw = (root / "splits" / f.path).read_bytes()
             assert hashlib.sha256(raw).hexdigest() == f.sha256 == m["splits"][f.path]["sha256"]
     assert m["splits"] == syn.split_checksums()
+    # The template for a new protocol file states the checked-in file's settings (it has drifted before).
+    fresh = tmp_path / "fresh.yaml"
+    syn.write_protocol_file(fresh, root)
+    settings = [[p.model_dump(exclude={"source"}) for p in load_protocol_file(f)] for f in (fresh, PROTOCOL_FILE)]
+    assert settings[0] == settings[1]
 
 
 # --- atomicity and reuse ----------------------------------------------------------------------------------
