@@ -13,7 +13,6 @@ and its "submit" time includes running them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,24 +21,6 @@ import time
 from pathlib import Path
 
 from machine import machine_info, write_report
-
-PROTOCOL = """defaults:
-  dataset: synthetic
-  family: perf
-  num_classes: {k}
-  class_names: {names}
-  crop_size: 48
-  eval: {{mode: whole}}
-  model: {{backbone: small, width: 8, decoder_channels: 16, output_stride: 16, pretrained: false, deep_stem: false}}
-  budget: {{iterations: 1, batch_labeled: 4, batch_unlabeled: 4, lr: 0.01, head_lr_mult: 10, weight_decay: 1.0e-4,
-           num_evals: 1}}
-protocols:
-  - id: perf-8
-    splits:
-      labeled: {{path: {lab}, sha256: {lab_sha}, count: {lab_n}}}
-      unlabeled: {{path: {unl}, sha256: {unl_sha}, count: {unl_n}}}
-      val: {{path: val.txt, sha256: {val_sha}, count: {val_n}}}
-"""
 
 
 def _timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
@@ -56,19 +37,14 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from harness.data.synthetic import generate
+    from harness.data.synthetic import generate, small_protocols_yaml
 
     work = Path(tempfile.mkdtemp(prefix="grid-overhead-"))
     root = generate(work / "data", num_train=48, num_val=8, labeled_counts=(8,))
-    m = json.loads((root / "manifest.json").read_text())
-    sp = m["splits"]
-    lab = next(k for k in sp if k.endswith("/labeled.txt") and not k.startswith("full"))
-    unl = lab.replace("labeled.txt", "unlabeled.txt")
     (work / "protocols").mkdir()
-    (work / "protocols" / "perf.yaml").write_text(PROTOCOL.format(
-        k=m["num_classes"], names=json.dumps(m["class_names"]), lab=lab, lab_sha=sp[lab]["sha256"],
-        lab_n=sp[lab]["count"], unl=unl, unl_sha=sp[unl]["sha256"], unl_n=sp[unl]["count"],
-        val_sha=sp["val.txt"]["sha256"], val_n=sp["val.txt"]["count"]))
+    (work / "protocols" / "perf.yaml").write_text(small_protocols_yaml(root, "perf", {
+        "iterations": 1, "batch_labeled": 4, "batch_unlabeled": 4, "lr": 0.01, "head_lr_mult": 10,
+        "weight_decay": 1.0e-4, "num_evals": 1}))
     grid = work / "grid.yaml"
     grid.write_text(f"name: perf\nout: {work / 'runs'}\nmethods: [supervised]\nprotocols: [perf-8]\n"
                     f"seeds: {list(range(args.runs))}\nslurm: {{time: 10, cpus_per_task: 1}}\n"

@@ -878,6 +878,32 @@ protocols:"""]
     return "\n".join(out) + "\n"
 
 
+def small_protocols_yaml(root: str | Path, family: str, budget: dict, with_full: bool = False) -> str:
+    """Protocols over a small generated root (one labeled count) for tests and benchmarks of the harness
+    itself: ``<family>-<n>`` (labeled + unlabeled) and, with ``with_full``, ``<family>-full``. A width-8
+    ``small`` model at crop 48; ``budget`` holds the budget keys (iterations, batches, lr, ...)."""
+    import yaml
+
+    m = json.loads((Path(root) / "manifest.json").read_text())
+    sp = m["splits"]
+
+    def split(rel: str) -> dict:
+        return {"path": rel, "sha256": sp[rel]["sha256"], "count": sp[rel]["count"]}
+
+    (n,) = m["labeled_counts"]
+    protocols = [{"id": f"{family}-{n}", "splits": {"labeled": split(f"{n}/labeled.txt"),
+                                                   "unlabeled": split(f"{n}/unlabeled.txt"), "val": split("val.txt")}}]
+    if with_full:
+        protocols.append({"id": f"{family}-full", "splits": {"labeled": split("full/labeled.txt"),
+                                                            "val": split("val.txt")}})
+    defaults = {"dataset": "synthetic", "family": family, "num_classes": m["num_classes"],
+                "class_names": m["class_names"], "crop_size": 48, "eval": {"mode": "whole"},
+                "model": {"backbone": "small", "width": 8, "decoder_channels": 16, "output_stride": 16,
+                          "pretrained": False, "deep_stem": False},
+                "budget": budget, "supervised_loss": {"type": "ce"}}
+    return yaml.safe_dump({"defaults": defaults, "protocols": protocols}, sort_keys=False)
+
+
 _SPLIT_ENTRY = re.compile(r"\{path: ([^,\s]+), sha256: [0-9a-f]{64}, count: \d+\}")
 
 
