@@ -25,15 +25,9 @@ computed nor logged. N = 1 class-sample runs as a duplicated batch of 2 (exactly
 forward; BatchNorm in the ASPP pooling branch cannot normalise one 1×1 map); N = 0 skips the masked forward
 (L_rec = L_fa = 0). See ``methods/components/mim_terms.py`` for the details and the random-draw order.
 
-Cost: UniMatch's 3 backbone passes + 1 masked CMIM/FA pass on up to K_max·B class-sample images + 1 semantic-MIM
-pass on B images (≈ 2× UniMatch at K_max = 3, s4mim.md §3.9). Relative to ``supervised`` (1 pass on B_l = B images):
-5 image-passes of UniMatch + N/B (≤ K_max; 1–2 measured on synthetic-12 of dataset v2) for CMIM/FA + 1 for semantic MIM ≈ 7–9×.
-Measured on a 2-core CPU (synthetic-12 of dataset v2: small backbone width 32, crop 64, batch 8 + 8, N ≈ 8–16 class-samples):
-harness run records (``--set budget.iterations=30``, 5 evaluations of the 500 val images included, machine shared
-with other jobs): supervised 11.1 s/step (332 s / 30; training alone ≈ 0.8 s/step); s4mim 20.0 s/step (601 s / 30;
-training alone ≈ 5.3 s/step). Interleaved timing of the training step alone (forward, backward, SGD step; same
-process, median of 10 steps on the synthetic model, batch 8 + 8): supervised 0.026 s, unimatch 0.139 s, s4mim
-0.227 s (8.8× supervised, 1.6× unimatch).
+Cost: UniMatch's 3 backbone passes + 1 masked CMIM/FA pass on N ≤ K_max·B class-sample images + 1 semantic-MIM
+pass on B images (≈ 2× UniMatch at K_max = 3, s4mim.md §3.9). On synthetic-100 the cap binds (the runs log
+``mim_class_samples`` ≈ 23.5 of K_max·B = 24). Measured step times: ``benchmarks/perf/README.md``.
 """
 
 from __future__ import annotations
