@@ -450,6 +450,8 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
             cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, a.std, a.n), "ok", a.mean, a.std, a.n, a.mean)
     for label, cols_missing in missing_by_row.items():
         notes.append(f"— {label}: no finished run on {', '.join(cols_missing)}.")
+    if any(c.state == "empty" for c in cells.values()):
+        notes.append("Blank cells are not part of the grid.")
 
     # Δ vs the supervised row of the same protocol with the same protocol-level settings
     if delta:

@@ -360,6 +360,7 @@ def test_cli_table(fake_root, tmp_path, capsys):
 def test_grid_manifest(fake_root, tmp_path):
     man = tmp_path / "grid.yaml"
     runs = [{"method": "unimatch", "protocol": "voc-92", "seed": s} for s in range(4)]
+    runs += [{"method": "supervised", "protocol": "voc-732", "seed": s} for s in range(3)]
     man.write_text(json.dumps({"out": str(fake_root), "runs": runs}))
     rs = load_results([man], warn=False)
     t = build_table(rs)
@@ -367,6 +368,7 @@ def test_grid_manifest(fake_root, tmp_path):
     # the manifest asks for 4 seeds: 3 finished → partial; cells the manifest does not ask for stay empty
     assert _md_row(md, "UniMatch")[0] == "—"
     assert "3 of 4 seeds finished; missing seed(s) 3" in md
+    assert _md_row(md, "UniMatch")[1] == "" and "Blank cells are not part of the grid." in md
 
 
 def test_speed_3000_records(tmp_path):
