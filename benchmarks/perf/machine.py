@@ -18,7 +18,8 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
     device = torch.device(device)
     from harness.records import device_name
 
-    info = {"cpu": device_name(torch.device("cpu")), "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+    info = {"cpu": device_name(torch.device("cpu")), "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": str(device),
             "cuda_available": torch.cuda.is_available()}
     if hasattr(os, "sched_getaffinity"):
