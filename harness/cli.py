@@ -25,7 +25,12 @@ def cmd_run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    spec = RunSpec(method=args.method, protocol=args.protocol, seed=args.seed, overrides=parse_set(args.set),
+    overrides = parse_set(args.set)
+    if args.precision is not None:
+        overrides["run.precision"] = args.precision
+    if overrides.get("run.precision") == "fp32":  # the default: same run, same folder as no flag at all
+        del overrides["run.precision"]
+    spec = RunSpec(method=args.method, protocol=args.protocol, seed=args.seed, overrides=overrides,
                    out=args.out, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device,
                    workers=args.workers, force=args.force, stop_after=args.stop_after,
                    progress=not args.no_progress)
@@ -238,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(budget.*, model.*, eval.*, supervised_loss.*); changes the run's settings hash")
     _add_data_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="arithmetic of the forward passes (default fp32, as the official code; bf16 autocasts "
+                        "them); part of the run's settings (same as --set run.precision=...)")
     p.add_argument("--out", default="runs", help="results root (default: ./runs)")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU, 8 on GPU)")
     p.add_argument("--threads", type=int, default=None,

@@ -71,14 +71,25 @@ def poly_factor(step: int, total: int, power: float) -> float:
     return (1.0 - step / total) ** power
 
 
-def autocast_for(device: torch.device) -> Callable[[], Any]:
-    """A context-manager factory: bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast_for(device: torch.device, precision: str = "fp32") -> Callable[[], Any]:
+    """A context-manager factory for the forward passes of a run.
+
+    ``fp32`` (the default, as the official UniMatch and iMAS code) runs everything in float32; ``bf16``
+    runs the forwards under bf16 autocast on the run's device. Methods and the evaluator take
+    confidences, argmax, thresholds and the confusion matrix from logits cast back to float32, so the
+    precision changes the network's arithmetic only, never a decision rule.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 
-def build_context(protocol, device: torch.device, total_steps: int) -> MethodContext:
+def build_context(protocol, device: torch.device, total_steps: int, precision: str = "fp32") -> MethodContext:
     """The facts of a run a method may use (shared by training, ``harness eval`` and the benchmarks)."""
     from .losses import build_supervised_loss
     from .models import build_model
@@ -87,7 +98,7 @@ def build_context(protocol, device: torch.device, total_steps: int) -> MethodCon
     return MethodContext(
         device=device, num_classes=p.num_classes, total_steps=total_steps, iters_per_epoch=p.iters_per_epoch,
         crop_size=p.crop_size, dataset=p.dataset, supervised_loss=build_supervised_loss(p.supervised_loss),
-        model_factory=lambda: build_model(p.model, p.num_classes).to(device), autocast=autocast_for(device))
+        model_factory=lambda: build_model(p.model, p.num_classes).to(device), autocast=autocast_for(device, precision))
 
 
 def build_optimizer(model, method: Method, lr: float, head_lr_mult: float, momentum: float, weight_decay: float):
@@ -135,6 +146,7 @@ class Engine:
     should_stop: Callable[[], bool] | None = None
     progress: bool = True
     channels_last: bool = False
+    precision: str = "fp32"
     dist: DistInfo = DistInfo()
     emit: Callable[[str, dict], None] = lambda event, payload: None
 
@@ -154,7 +166,7 @@ class Engine:
             distributed.broadcast_module(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.context = build_context(p, self.device, self.total_steps)
+        self.context = build_context(p, self.device, self.total_steps, self.precision)
         self.autocast = self.context.autocast
         self.method = self.method_cls(self.model, self.method_config, self.context)
         self.method.extra_modules.to(self.device)

@@ -47,7 +47,8 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     from .data import build_val_dataset
 
     model = build_model(trained_on.model.model_copy(update={"pretrained": False}), trained_on.num_classes).to(dev)
-    context = build_context(trained_on, dev, doc["total_steps"])
+    # the run's own arithmetic (records written before the precision switch ran fp32 on the CPU)
+    context = build_context(trained_on, dev, doc["total_steps"], doc.get("precision", "fp32"))
     method = info.cls(model, info.cls.Config.model_validate(doc["method"]["config"]), context)
     method.extra_modules.to(dev)
     state = torch.load(ckpt_path, map_location=dev, weights_only=False)

@@ -25,14 +25,14 @@ from .method import MethodConfig
 from .plugins import MethodInfo, get_plugin_manager
 from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
 
-RUN_OPTIONS = ("channels_last",)
+RUN_OPTIONS = ("channels_last", "precision")
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """What a user asks for. ``overrides`` are ``--set`` values: keys under ``budget.``, ``model.``,
     ``eval.``, ``supervised_loss.`` change the protocol (and the settings hash); ``run.channels_last``
-    is an execution option; every other key is a method-config key (dotted for nested sections)."""
+    and ``run.precision`` (``fp32``/``bf16``) are execution options; every other key is a method-config key (dotted for nested sections)."""
 
     method: str
     protocol: str
@@ -134,6 +134,10 @@ def resolve(spec: RunSpec) -> ResolvedRun:
     for key in options:
         if key not in RUN_OPTIONS:
             raise ConfigError(f"unknown run option 'run.{key}'; valid: {', '.join('run.' + o for o in RUN_OPTIONS)}")
+    from .engine import PRECISIONS
+    if options.get("precision", "fp32") not in PRECISIONS:
+        raise ConfigError(f"run.precision (--precision) must be one of {', '.join(PRECISIONS)}, got "
+                          f"{options['precision']!r}")
     method_over = {k: v for k, v in spec.overrides.items() if k not in proto_over and not k.startswith("run.")}
     if proto_over:
         protocol = protocol.with_overrides(proto_over)
@@ -183,6 +187,7 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "torch_threads": torch.get_num_threads(),
         "pretrained_source": pretrained_source,
         "options": r.options,
+        "precision": r.options.get("precision", "fp32"),
         "versions": records.package_versions(),
         "git_revision": records.git_revision(),
     }
@@ -227,7 +232,8 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
                     total_steps=r.total_steps,
                     workers=default_workers(device) if spec.workers is None else spec.workers,
                     stop_after=spec.stop_after, should_stop=should_stop, progress=spec.progress,
-                    channels_last=bool(r.options.get("channels_last", False)), dist=dist, emit=pm.emit)
+                    channels_last=bool(r.options.get("channels_last", False)),
+                    precision=r.options.get("precision", "fp32"), dist=dist, emit=pm.emit)
     doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"),
                            dist.world)
     config_path = out_dir / records.CONFIG
@@ -294,6 +300,7 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
         "wall_time_s": state.elapsed,
         "world_size": doc["world_size"],
         "device": str(device),
+        "precision": doc["precision"],
         "device_hours": hours * (1 if device.type == "cuda" else 0),
         "pretrained_source": doc["pretrained_source"],
         "git_revision": doc["git_revision"],

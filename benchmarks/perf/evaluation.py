@@ -6,7 +6,7 @@ Run: ``python benchmarks/perf/evaluation.py [--device cpu|cuda] [--backbone smal
 
 Everything goes through the harness's own code (``harness.evaluate.evaluate``, ``harness.metrics``), on
 random uint8 images and random masks (content does not change the cost), with the model in eval mode and
-the engine's autocast (``harness.engine.autocast_for``: bf16 on CUDA, none on CPU):
+the engine's autocast (``harness.engine.autocast_for``) at ``--precision`` (fp32 by default, as a run):
 
 * **(a) whole image**: ``evaluate`` over ``--images`` val-like images of one size (``--whole-size``,
   default 375×500, a VOC image; 21 classes) with ``EvalSpec(mode="whole", batch_images=1)`` against
@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cm-updates", type=int, default=30, help="timed confusion-matrix updates per device")
     ap.add_argument("--skip", nargs="*", choices=("whole", "slide", "cm"), default=[])
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="as `harness run --precision`")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke check (a few seconds)")
@@ -132,7 +133,7 @@ def main() -> None:
     from harness.models import build_model
     from harness.protocols import EvalSpec
 
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, args.precision)
     default_batch_images = args.batch_images
     h, w = args.image_size
     scale = min(h / CITYSCAPES_SIZE[0], w / CITYSCAPES_SIZE[1])
@@ -215,7 +216,7 @@ def main() -> None:
                               "window": window, "stride": stride, "batch_windows": args.batch_windows,
                               "whole_size": args.whole_size, "images": args.images, "repeats": args.repeats,
                               "default_batch_images": default_batch_images, "cm_updates": args.cm_updates,
-                              "autocast": "bf16" if device.type == "cuda" else None, "quick": args.quick},
+                              "precision": args.precision, "quick": args.quick},
                      results=results)
 
 

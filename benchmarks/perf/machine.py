@@ -37,6 +37,8 @@ def write_report(out: str | Path, benchmark: str, machine: dict, **fields) -> No
     doc = {"benchmark": benchmark, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "command": "python " + shlex.join(sys.argv), "machine": machine, **fields}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as f:
+    tmp = Path(out).with_suffix(".tmp")
+    with open(tmp, "w") as f:
         json.dump(doc, f, indent=1)
+    tmp.replace(out)
     print(f"wrote {out}")
