@@ -205,7 +205,9 @@ class Engine:
         self.emit("checkpoint", {"run_dir": str(self.run_dir), "step": state.step})
 
     def load_checkpoint(self) -> TrainState:
-        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        # Loaded to the CPU: RNG states must stay CPU byte tensors (a CUDA run's would otherwise land on the GPU
+        # and torch.set_rng_state refuses them); load_state_dict copies everything else to the right device.
+        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(ckpt["model"])
         self.method.load_state_dict(ckpt["method"])
         self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -268,6 +268,10 @@ def main() -> None:
     ap.add_argument("--c2-methods", nargs="+", default=["supervised", "unimatch", "imas"])
     ap.add_argument("--c2-seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--skip", nargs="*", default=[], choices=["cuda_paths", "bf16_vs_fp32", "throughput"])
+    ap.add_argument("--c1-resume-only", action="store_true", help="check 1: only the resume comparison")
+    ap.add_argument("--throughput-jobs", nargs="+", default=["gpu_step", "evaluation_fp32", "evaluation_bf16",
+                                                              "data_pipeline"])
+    ap.add_argument("--gpu-step-args", default="", help="extra arguments of gpu_step.py (one string)")
     ap.add_argument("--no-mps", action="store_true", help="do not start the CUDA multi-process service")
     ap.add_argument("--quick", action="store_true", help="CPU rehearsal: tiny steps and sizes")
     args = ap.parse_args()
@@ -314,7 +318,8 @@ def main() -> None:
         dl = now() + args.c1_seconds
         first = {(m, prec): procs.start(f"c1-{m}-{prec}", run_args(m, prec, args.c1_steps, c1_out / prec,
                                                                      args.device), dl)
-                 for m in methods for prec in ("fp32", "bf16")}
+                 for m in methods for prec in ("fp32", "bf16")
+                 if not args.c1_resume_only or (prec == "fp32" and m in ("supervised", "unimatch", "imas"))}
         resume_methods = [m for m in ("supervised", "unimatch", "imas") if m in methods]
         again = {m: procs.start(f"c1-{m}-again", run_args(m, "fp32", args.c1_steps, c1_out / "again", args.device),
                                 dl) for m in resume_methods}
@@ -346,7 +351,8 @@ def main() -> None:
             if resumed[m]["rc"] != 0:
                 resume[m]["log_tail"] = procs.tail(resumed[m])
         try:
-            modes = eval_modes(run_folder(c1_out / "fp32", "supervised"), args.device)
+            modes = ({"skipped": "--c1-resume-only"} if args.c1_resume_only else
+                     eval_modes(run_folder(c1_out / "fp32", "supervised"), args.device))
         except Exception as exc:  # noqa: BLE001 — reported, the other checks go on
             modes = {"error": f"{type(exc).__name__}: {exc}"}
         ok = sum(1 for r in runs.values() if r.get("rc") == 0 and r.get("losses_finite"))
@@ -387,6 +393,10 @@ def main() -> None:
                                    "--workers", *(["1"] if args.quick else ["16", "8"]), "--pil-jitter", "off",
                                    "--images", "160", "--batches", "40", "--tree", str(args.work / "voc_tree"),
                                    "--out", str(args.out / "data_pipeline.json"), *q], 0.2)]
+        jobs[0][1].extend(args.gpu_step_args.split())
+        jobs = [j for j in jobs if j[0] in args.throughput_jobs]
+        total_share = sum(j[2] for j in jobs)
+        jobs = [(name, cmd, share / total_share) for name, cmd, share in jobs]
         results = {}
         for name, cmd, share in jobs:
             item = procs.start(f"c3-{name}", cmd, deadline=min(end - 5, now() + budget * share))
@@ -404,7 +414,10 @@ def main() -> None:
     report.doc["meta"]["finished"] = True
     report.write()
     if mps == "on":
-        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, timeout=20, capture_output=True)
+        try:
+            subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, timeout=20, capture_output=True)
+        except subprocess.TimeoutExpired:  # the machine is given back after this; nothing to clean up
+            log("MPS did not quit within 20 s")
     log("done")
 
 

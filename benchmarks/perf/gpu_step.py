@@ -14,7 +14,8 @@ device before timing, so the figures are the step alone; the loader is measured 
 * FLOP/s: FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and
   matrix products, forward and backward, mean of the counted steps) over the median step time, and that as a
   share of the matrix peak measured here (an 8192³ bf16 product on random data, as ``--peak-size``).
-* peak memory: ``torch.cuda.max_memory_allocated`` over the timed steps.
+* peak memory: ``torch.cuda.max_memory_allocated`` over the timed steps (after the warm-up, whose cuDNN
+  algorithm search can take far more workspace than a step).
 * strong views: the method's photometric strong views and CutMix alone (UniMatch: ``make_views``, four strong
   views and two box sets; iMAS: ``imas_strong`` + the easiness blend + ``imas_cutmix``), timed the same way,
   as a share of the method's step.
@@ -152,10 +153,12 @@ def bench_case(name: str, mode: str, p, device: torch.device, args, pm) -> dict:
         if method is not None:
             method.after_step(i)
 
+    for i in range(args.warmup):  # cuDNN's algorithm search and the allocator's growth happen here
+        step(i)
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times = timed(step, args.steps, args.warmup, device)
+    times = timed(step, args.steps, 0, device)
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     flops = count_flops(step, list(range(min(args.flop_steps, n))))
     sec = statistics.median(times)
@@ -199,7 +202,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", choices=MODES, default=["fp32", "bf16", "bf16+cl"])
     ap.add_argument("--steps", type=int, default=10, help="timed steps per case")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--flop-steps", type=int, default=3, help="steps counted by the FLOP counter")
+    ap.add_argument("--flop-steps", type=int, default=1, help="steps counted by the FLOP counter")
     ap.add_argument("--peak-size", type=int, default=8192)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")
