@@ -123,6 +123,8 @@ def cmd_list(args) -> int:
     from .plugins import get_plugin_manager
 
     pm = get_plugin_manager()
+    for f in pm.failures:  # first, so that a long table cannot hide them
+        print(f"warning: {f.describe()}", file=sys.stderr)
     if args.what == "methods":
         rows = [(m.name, f"{m.distribution} {m.version}".strip(), m.description) for m in pm.methods]
         print(tabulate(rows, headers=["method", "provided by", "description"], tablefmt="simple"))
@@ -131,8 +133,6 @@ def cmd_list(args) -> int:
                  p.total_iterations) for p in pm.protocols]
         print(tabulate(rows, headers=["protocol", "dataset", "family", "labeled", "unlabeled", "crop", "eval",
                                       "iterations"], tablefmt="simple"))
-    for f in pm.failures:
-        print(f"warning: plugin '{f.entry_point}' from {f.distribution} failed to load: {f.error}", file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,9 @@
 """Plugin hook specifications (pluggy project name ``harness``).
 
 A plugin is a module listed under the entry-point group ``harness`` in its distribution's metadata.
-It implements any of these hooks with ``@harness.hookimpl``.
+It implements any of these hooks, marked with ``hookimpl`` (``from harness.hookspecs import hookimpl``).
+A module-level function whose name starts with ``harness_`` but is not one of these hooks is reported
+as a plugin error (``harness list methods`` shows it).
 """
 
 from __future__ import annotations

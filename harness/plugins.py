@@ -1,13 +1,17 @@
 """The plugin manager: loads every module of the ``harness`` entry-point group (built-ins included).
 
 pluggy's own ``load_setuptools_entrypoints`` stops at the first plugin that fails to import; here a
-broken plugin is recorded with its error and the others stay usable.
+broken plugin is recorded with its error and the others stay usable. Each plugin's hooks are called on
+their own, so an exception names the plugin that raised it, and a misspelt hook name is reported rather
+than silently ignored. Observers of runs (``harness_run_event``) can never end a run.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
+import sys
 import traceback
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,6 +40,14 @@ class PluginFailure:
     entry_point: str
     distribution: str
     error: str
+    name: str = ""  # the entry point's name (by convention the method it provides)
+
+    def describe(self) -> str:
+        return f"plugin {self.entry_point} ({self.distribution}): {self.error}"
+
+
+def _last_line(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
 class MethodRegistry:
@@ -44,6 +56,7 @@ class MethodRegistry:
     def __init__(self) -> None:
         self._methods: dict[str, MethodInfo] = {}
         self._current_dist = ("unknown", "")
+        self.failures: list[PluginFailure] = []  # set by the plugin manager: named in "unknown method" errors
 
     def add(self, cls: type[Method]) -> None:
         for attr in ("name", "description", "Config"):
@@ -61,7 +74,15 @@ class MethodRegistry:
         try:
             return self._methods[name]
         except KeyError:
-            raise ConfigError(f"unknown method '{name}'; available methods: {', '.join(self.names()) or '(none)'}") from None
+            pass
+        msg = f"unknown method '{name}'; available methods: {', '.join(self.names()) or '(none)'}"
+        own = [f for f in self.failures if f.name == name]
+        if own:
+            msg += ". It is provided by a plugin that failed to load: " + "; ".join(f.describe() for f in own)
+        elif self.failures:
+            msg += (". Plugins that failed to load (one may provide it): "
+                    + "; ".join(f.describe() for f in self.failures))
+        raise ConfigError(msg)
 
     def names(self) -> list[str]:
         return sorted(self._methods)
@@ -76,10 +97,15 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
         self._dists: dict[object, tuple[str, str]] = {}
+        self._entry_points: dict[object, metadata.EntryPoint] = {}
+        self._hook_names = [n for n in dir(hookspecs) if n.startswith("harness_")]
         self._load_entry_points()
         self.methods = MethodRegistry()
+        self.methods.failures = self.failures
         self.protocols = ProtocolRegistry()
+        self.protocols.failures = self.failures
         self._collect()
+        self._reported_observers: set[str] = set()
 
     def _load_entry_points(self) -> None:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -91,27 +117,56 @@ class PluginManager:
                     continue
                 self.pm.register(module, name=ep.name)
             except Exception as exc:  # a broken plugin must not take the others down
-                last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                self.failures.append(PluginFailure(f"{ep.name} = {ep.value}", f"{dist} {version}".strip(), last))
+                self.failures.append(PluginFailure(f"{ep.name} = {ep.value}", f"{dist} {version}".strip(),
+                                                   _last_line(exc), ep.name))
                 continue
             self._dists[module] = (dist, version)
+            self._entry_points[module] = ep
+
+    def _failure(self, plugin, error: str) -> PluginFailure:
+        ep = self._entry_points.get(plugin)
+        dist, version = self._dists.get(plugin, ("unknown", ""))
+        where = f"{ep.name} = {ep.value}" if ep is not None else getattr(plugin, "__name__", repr(plugin))
+        return PluginFailure(where, f"{dist} {version}".strip(), error, ep.name if ep is not None else "")
+
+    def _check_hook_names(self, plugin) -> None:
+        """A function named like a hook that is not one (``harness_register_method``) would never be called."""
+        known = set(self._hook_names)
+        for attr in dir(plugin):
+            if attr.startswith("harness_") and attr not in known and callable(getattr(plugin, attr)):
+                close = difflib.get_close_matches(attr, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; hooks: {', '.join(sorted(known))}"
+                self.failures.append(self._failure(plugin, f"unknown hook '{attr}'{hint}"))
 
     def _collect(self) -> None:
         for directory in default_protocol_dirs():
             if directory.is_dir():
                 self.protocols.add_dir(directory)
         for plugin in self.pm.get_plugins():
+            self._check_hook_names(plugin)
             self.methods._current_dist = self._dists.get(plugin, ("unknown", ""))
-            impl = getattr(plugin, "harness_register_methods", None)
-            if impl is not None:
-                impl(registry=self.methods)
-            impl = getattr(plugin, "harness_register_protocols", None)
-            if impl is not None:
-                impl(registry=self.protocols)
+            for hook, registry in (("harness_register_methods", self.methods),
+                                   ("harness_register_protocols", self.protocols)):
+                impl = getattr(plugin, hook, None)
+                if impl is None:
+                    continue
+                try:
+                    impl(registry=registry)
+                except Exception as exc:  # one plugin's bug must not take every command down
+                    self.failures.append(self._failure(plugin, f"{hook} raised {_last_line(exc)}"))
         self.methods._current_dist = ("unknown", "")
 
     def emit(self, event: str, payload: dict) -> None:
-        self.pm.hook.harness_run_event(event=event, payload=payload)
+        """Tell every observer of runs; an observer that raises is reported once and never ends the run."""
+        for impl in self.pm.hook.harness_run_event.get_hookimpls():
+            try:
+                impl.function(event=event, payload=payload)
+            except Exception as exc:  # noqa: BLE001 — observers (loggers) are not allowed to fail a run
+                if impl.plugin_name not in self._reported_observers:
+                    self._reported_observers.add(impl.plugin_name)
+                    print(f"warning: plugin '{impl.plugin_name}' failed in harness_run_event('{event}'): "
+                          f"{_last_line(exc)}; the run goes on (further errors of this plugin are not shown)",
+                          file=sys.stderr)
 
 
 @functools.lru_cache(maxsize=1)

@@ -254,6 +254,7 @@ def default_protocol_dirs() -> list[Path]:
 class ProtocolRegistry:
     def __init__(self) -> None:
         self._protocols: dict[str, Protocol] = {}
+        self.failures: list = []  # plugin failures (set by the plugin manager), named in "unknown protocol" errors
 
     def add(self, protocol: Protocol) -> None:
         if protocol.id in self._protocols:
@@ -273,8 +274,12 @@ class ProtocolRegistry:
         try:
             return self._protocols[protocol_id]
         except KeyError:
-            raise ConfigError(
-                f"unknown protocol '{protocol_id}'; available protocols: {', '.join(self.names())}") from None
+            pass
+        msg = f"unknown protocol '{protocol_id}'; available protocols: {', '.join(self.names()) or '(none)'}"
+        if self.failures:
+            msg += (". Plugins that failed to load (one may provide it): "
+                    + "; ".join(f.describe() for f in self.failures))
+        raise ConfigError(msg)
 
     def names(self) -> list[str]:
         return sorted(self._protocols)

@@ -50,3 +50,70 @@ def test_list_protocols_shows_counts_crop_and_eval():
     for word in ("voc", "voc-classic", "732", "9850", "321", "whole", "98480"):
         assert word in line.split(), word
     assert "slide801" in next(l for l in out.stdout.splitlines() if l.startswith("cityscapes-186 "))
+
+
+def _run_cli(args, site):
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_plugin_that_failed_to_load_is_named_where_its_method_is_used(tmp_path):
+    # a typo in the entry point's module: the method's name is the entry point's name
+    _fake_distribution(tmp_path, "fixmatch", "", "fixmatch_mod")
+    (tmp_path / "fixmatch-0.1.dist-info" / "entry_points.txt").write_text("[harness]\nfixmatch = fixmatch_mdo\n")
+    out = _run_cli(["run", "--method", "fixmatch", "--protocol", "synthetic-100"], tmp_path)
+    assert out.returncode == 2
+    assert "unknown method 'fixmatch'" in out.stderr
+    assert "failed to load" in out.stderr and "No module named 'fixmatch_mdo'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_misspelt_hook_and_raising_hook_are_reported_and_builtins_still_run(tmp_path):
+    _fake_distribution(tmp_path, "typo-plugin", """
+        from harness.hookspecs import hookimpl
+
+        @hookimpl
+        def harness_register_methods(registry):
+            raise RuntimeError("bug in my plugin")
+
+        def harness_register_method(registry):
+            pass
+        """, "typo_plugin_mod")
+    from harness.plugins import PluginManager
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+        importlib.invalidate_caches()
+        pm = PluginManager()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("typo_plugin_mod", None)
+    errors = [f.describe() for f in pm.failures]
+    assert any("typo-plugin" in e and "harness_register_methods raised RuntimeError: bug in my plugin" in e
+               for e in errors), errors
+    assert any("unknown hook 'harness_register_method'; did you mean 'harness_register_methods'?" in e
+               for e in errors), errors
+    assert pm.methods.get("supervised").name == "supervised"  # the built-ins are untouched
+
+
+def test_an_observer_that_raises_never_ends_a_run(capsys):
+    from harness.hookspecs import hookimpl
+    from harness.plugins import PluginManager
+
+    class Logger:
+        calls = 0
+
+        @hookimpl
+        def harness_run_event(self, event, payload):
+            Logger.calls += 1
+            raise ValueError("logger offline")
+
+    pm = PluginManager()
+    pm.pm.register(Logger(), name="bad-logger")
+    pm.emit("start", {})
+    pm.emit("eval", {"miou": 1.0})
+    assert Logger.calls == 2
+    err = capsys.readouterr().err
+    assert err.count("bad-logger") == 1 and "logger offline" in err and "the run goes on" in err
