@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from pathlib import Path
 
 from .errors import HarnessError
@@ -125,6 +126,11 @@ def cmd_list(args) -> int:
     pm = get_plugin_manager()
     for f in pm.failures:  # first, so that a long table cannot hide them
         print(f"warning: {f.describe()}", file=sys.stderr)
+    if args.what == "settings":
+        print(_settings_table(pm, args.name, args.protocol))
+        return 0
+    if args.name or args.protocol:
+        raise HarnessError(f"'harness list {args.what}' takes no name or --protocol (they are for 'list settings')")
     if args.what == "methods":
         rows = [(m.name, f"{m.distribution} {m.version}".strip(), m.description) for m in pm.methods]
         print(tabulate(rows, headers=["method", "provided by", "description"], tablefmt="simple"))
@@ -134,6 +140,51 @@ def cmd_list(args) -> int:
         print(tabulate(rows, headers=["protocol", "dataset", "family", "labeled", "unlabeled", "crop", "eval",
                                       "iterations"], tablefmt="simple"))
     return 0
+
+
+def _setting_rows(model_cls, defaults: dict, resolved: dict | None, prefix: str = "") -> list[tuple]:
+    """One row per leaf setting of a pydantic config class: key, type, default, resolved value, description."""
+    import pydantic
+
+    rows = []
+    for name, field in model_cls.model_fields.items():
+        key = prefix + name
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, pydantic.BaseModel):
+            rows += _setting_rows(ann, defaults.get(name, {}), None if resolved is None else resolved.get(name, {}),
+                                  key + ".")
+            continue
+        if typing.get_origin(ann) is typing.Literal:
+            type_name = " | ".join(str(a) for a in typing.get_args(ann))
+        else:
+            type_name = str(ann).replace("typing.", "") if typing.get_args(ann) else getattr(ann, "__name__", ann)
+        row = [key, type_name, defaults.get(name)]
+        if resolved is not None:
+            value = resolved.get(name)
+            row.append(f"{value} *" if value != defaults.get(name) else value)
+        rows.append((*row, field.description or ""))
+    return rows
+
+
+def _settings_table(pm, method: str | None, protocol_id: str | None) -> str:
+    from tabulate import tabulate
+
+    from .runner import build_method_config
+
+    if not method:
+        raise HarnessError("'harness list settings' needs a method name, e.g. 'harness list settings unimatch'; "
+                           f"methods: {', '.join(pm.methods.names())}")
+    info = pm.methods.get(method)
+    defaults = info.cls.Config().model_dump(mode="json")
+    resolved = None
+    headers = ["key", "type", "default"]
+    if protocol_id:
+        resolved = build_method_config(info, pm.protocols.get(protocol_id), {}).model_dump(mode="json")
+        headers.append(f"{protocol_id} (* = set by the protocol)")
+    rows = _setting_rows(info.cls.Config, defaults, resolved)
+    note = (f"settings of method '{method}' ({info.distribution} {info.version}); change one with "
+            f"--set KEY=VALUE" + ("" if protocol_id else "; add --protocol P to see a protocol's values"))
+    return tabulate(rows, headers=headers + ["description"], tablefmt="simple") + "\n" + note
 
 
 def cmd_data(args) -> int:
@@ -271,8 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the result (with the confusion matrices) to PATH")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("list", help="list methods or protocols")
-    p.add_argument("what", choices=["methods", "protocols"])
+    p = sub.add_parser("list", help="list methods, protocols, or a method's settings")
+    p.add_argument("what", choices=["methods", "protocols", "settings"])
+    p.add_argument("name", nargs="?", help="settings: the method whose settings to list")
+    p.add_argument("--protocol", help="settings: also show this protocol's values (its method_settings)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("data", help="prepare and check datasets and split lists")

@@ -99,6 +99,12 @@ def _merge(base: dict, over: dict) -> dict:
 
 def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any]) -> MethodConfig:
     """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors."""
+    try:  # the plugin's own defaults, validated explicitly (pydantic does not validate defaults by default)
+        info.cls.Config.model_validate(info.cls.Config().model_dump())
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"method '{info.name}' ({info.distribution} {info.version}, {info.cls.__module__}) "
+                          f"has invalid default settings: {_format_validation(exc)}; this is a bug of the "
+                          f"plugin, not of the command") from None
     fixed = protocol.method_settings.get(info.name, {})
     try:
         base = info.cls.Config.model_validate(fixed)

@@ -117,3 +117,43 @@ def test_an_observer_that_raises_never_ends_a_run(capsys):
     assert Logger.calls == 2
     err = capsys.readouterr().err
     assert err.count("bad-logger") == 1 and "logger offline" in err and "the run goes on" in err
+
+
+def test_list_settings_shows_types_defaults_and_the_protocols_values():
+    from harness.cli import main
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["list", "settings", "unimatch", "--protocol", "cityscapes-186"]) == 0
+    rows = {line.split()[0]: line.split() for line in buf.getvalue().splitlines() if line[:1].isalpha()}
+    assert rows["tau"][1:5] == ["float", "0.95", "0.0", "*"]          # Cityscapes sets τ = 0
+    assert rows["cutmix_source"][1:4] == ["second_crop", "|", "shuffled"]
+    assert rows["fp"][1:4] == ["bool", "True", "True"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["list", "settings"]) == 2                         # which method?
+        assert main(["list", "settings", "nope"]) == 2
+
+
+def test_a_plugins_bad_default_is_blamed_on_the_plugin_not_on_set():
+    import pydantic
+
+    from harness.method import Method, MethodConfig
+    from harness.plugins import MethodInfo
+    from harness.runner import build_method_config
+
+    class Bad(Method):
+        name = "bad"
+        description = "bad default"
+
+        class Config(MethodConfig):
+            model_config = pydantic.ConfigDict(extra="forbid", validate_default=True)
+            tau: float = pydantic.Field(default=1.5, le=1.0)
+
+    info = MethodInfo("bad", Bad, "bad-plugin", "0.1", "bad default")
+    proto = PluginManager().protocols.get("synthetic-100")
+    with pytest.raises(ConfigError, match=r"method 'bad' \(bad-plugin 0.1.*invalid default settings.*tau"):
+        build_method_config(info, proto, {})
+    with pytest.raises(ConfigError, match=r"invalid --set for method 'bad'"):
+        build_method_config(info, proto, {"tau": 2.0})
