@@ -155,5 +155,6 @@ def test_a_plugins_bad_default_is_blamed_on_the_plugin_not_on_set():
     proto = PluginManager().protocols.get("synthetic-100")
     with pytest.raises(ConfigError, match=r"method 'bad' \(bad-plugin 0.1.*invalid default settings.*tau"):
         build_method_config(info, proto, {})
-    with pytest.raises(ConfigError, match=r"invalid --set for method 'bad'"):
-        build_method_config(info, proto, {"tau": 2.0})
+    good = PluginManager().methods.get("unimatch")
+    with pytest.raises(ConfigError, match=r"invalid --set for method 'unimatch'.*tau"):
+        build_method_config(good, proto, {"tau": 2.0})
