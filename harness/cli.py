@@ -118,6 +118,15 @@ def _confusion_table(matrix, names) -> str:
         rows, headers=["gt \\ pred", *names])
 
 
+def cmd_show(args) -> int:
+    from .pictures import show_run
+
+    out = show_run(args.run, args.out, split=args.split, images=args.images, confidence=args.confidence,
+                   device=args.device, data_root=args.data_root, splits_dir=args.splits_dir)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from tabulate import tabulate
 
@@ -321,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", action="store_true", help="print the row-normalised confusion matrix")
     p.add_argument("--json", metavar="PATH", help="write the result (with the confusion matrices) to PATH")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("show", help="picture of a run's predictions: image, ground truth, prediction, pseudo-label")
+    p.add_argument("run", help="a run directory or its latest.pt")
+    p.add_argument("--out", required=True, help="output image, e.g. predictions.png")
+    p.add_argument("--split", choices=["val", "labeled", "unlabeled"], default="val")
+    p.add_argument("--images", type=int, default=6, help="images (rows), spread evenly over the list (default 6)")
+    p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
+                   help="threshold of the pseudo-label column (default: the method's tau, else 0.95)")
+    p.add_argument("--device", default="auto")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("list", help="list methods, protocols, or a method's settings")
     p.add_argument("what", choices=["methods", "protocols", "settings"])

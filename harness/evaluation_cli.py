@@ -13,14 +13,12 @@ from .plugins import get_plugin_manager
 from .protocols import Protocol
 
 
-def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: str | None = None,
-                        splits_dir: str | None = None, device: str = "auto", split: str = "val",
-                        confidence: float | None = None) -> dict:
-    """Evaluate the checkpoint's evaluated network (``eval_model()``) on the ``split`` list of the protocol
-    (``val``; ``labeled``/``unlabeled`` for diagnostics). ``confidence`` τ adds the confident-pixel matrix and
-    ``pseudo_label_quality`` of the network's thresholded predictions (see ``harness.metrics``)."""
+def load_trained(path: str, protocol_id: str | None = None, data_root: str | None = None,
+                 splits_dir: str | None = None, device: str = "auto", split: str = "val") -> dict:
+    """Rebuild a run's method from its run directory (or ``latest.pt``) with the checkpoint's weights, and the
+    dataset of the ``split`` list of ``protocol_id`` (default: the run's own protocol)."""
+    from .data import build_val_dataset
     from .data.roots import prepare_data
-    from .evaluate import evaluate
     from .engine import build_context
     from .models import build_model
     from .runner import resolve_device
@@ -44,23 +42,34 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     dev = resolve_device(device)
     data_root_path, split_root = prepare_data(protocol, data_root or (doc["data_root"] if not protocol_id else None),
                                               splits_dir)
-    from .data import build_val_dataset
-
     model = build_model(trained_on.model.model_copy(update={"pretrained": False}), trained_on.num_classes).to(dev)
     # the run's own arithmetic (records written before the precision switch ran fp32 on the CPU)
     context = build_context(trained_on, dev, doc["total_steps"], doc.get("precision", "fp32"))
     method = info.cls(model, info.cls.Config.model_validate(doc["method"]["config"]), context)
     method.extra_modules.to(dev)
-    state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     method.load_state_dict(state["method"])
-    result = evaluate(method.eval_model(), build_val_dataset(protocol, data_root_path, split_root, split=split),
-                      protocol.eval, protocol.num_classes, dev,
-                      autocast=context.autocast, confidence=confidence)
+    return {"doc": doc, "info": info, "protocol": protocol, "method": method, "step": state["step"], "device": dev,
+            "dataset": build_val_dataset(protocol, data_root_path, split_root, split=split)}
+
+
+def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: str | None = None,
+                        splits_dir: str | None = None, device: str = "auto", split: str = "val",
+                        confidence: float | None = None) -> dict:
+    """Evaluate the checkpoint's evaluated network (``eval_model()``) on the ``split`` list of the protocol
+    (``val``; ``labeled``/``unlabeled`` for diagnostics). ``confidence`` τ adds the confident-pixel matrix and
+    ``pseudo_label_quality`` of the network's thresholded predictions (see ``harness.metrics``)."""
+    from .evaluate import evaluate
+
+    run = load_trained(path, protocol_id, data_root, splits_dir, device, split)
+    doc, info, protocol, method, dev = run["doc"], run["info"], run["protocol"], run["method"], run["device"]
+    result = evaluate(method.eval_model(), run["dataset"], protocol.eval, protocol.num_classes, dev,
+                      autocast=method.context.autocast, confidence=confidence)
     result["class_names"] = protocol.class_names
     result["split"] = split
     where = protocol.id if split == "val" else f"the {split} list of {protocol.id}"
-    result["summary"] = (f"{info.name} checkpoint at step {state['step']}/{doc['total_steps']} on {where} "
+    result["summary"] = (f"{info.name} checkpoint at step {run['step']}/{doc['total_steps']} on {where} "
                          f"({result['num_images']} images, {protocol.eval.name}): mIoU {result['miou']:.2f}")
     if confidence is not None:
         result["confidence"] = confidence
