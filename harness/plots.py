@@ -90,23 +90,28 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
     return _save(fig, out)
 
 
-def _signal_groups(df: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    miou = ["miou"] + sorted(c for c in df.columns if c.endswith("_miou"))
-    logged = [c for c in df.columns if c.startswith("train.") and c != "train.lr" and df[c].notna().any()]
+def _signal_panels(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column, panel title) for every logged signal: mIoU first, then losses, then method signals."""
+    def present(c):
+        return c in df.columns and df[c].notna().any()
+
+    miou = [c for c in ["miou"] + sorted(c for c in df.columns if c.endswith("_miou")) if present(c)]
+    logged = [c for c in df.columns if c.startswith("train.") and c != "train.lr" and present(c)]
     losses = sorted(c for c in logged if "loss" in c)
-    method = [c for c in df.columns if c.startswith("method.") and df[c].notna().any()]
+    losses.sort(key=lambda c: c != "train.loss")  # the total first
+    method = [c for c in df.columns if c.startswith("method.") and present(c)]
     # other step logs (e.g. a consistency weight) are signals too, unless a method signal has the same name
-    method = sorted(method + [c for c in logged if "loss" not in c and "method." + c[6:] not in method])
-    out = [("mIoU (%)", [c for c in miou if c in df.columns and df[c].notna().any()])]
-    if losses:
-        out.append(("training losses (mean since the previous evaluation)", losses))
-    if method:
-        out.append(("method signals", method))
-    return out
+    signals = sorted(method + [c for c in logged if "loss" not in c and "method." + c[6:] not in method])
+    titles = [(c, "mIoU (%)" if c == "miou" else f"{c[:-5]} mIoU (%)") for c in miou]
+    titles += [(c, f"train {c[6:]} (mean per interval)") for c in losses]
+    titles += [(c, f"signal: {c.split('.', 1)[1]}") for c in signals]
+    return titles
 
 
 def training_curves(rs: ResultSet, out: str | Path, protocol: str | None = None,
                     methods: list[str] | None = None, per_run: bool = False) -> Path:
+    """One small panel per signal (a colour per method and settings variant), one legend below them all: with six
+    methods and their many loss terms, a panel per term stays readable where one crowded axes did not."""
     runs = rs.runs
     if methods:
         runs = filter_runs(runs, methods, None)
@@ -117,41 +122,45 @@ def training_curves(rs: ResultSet, out: str | Path, protocol: str | None = None,
     df = curves(runs)
     if df.empty:
         raise HarnessError(f"no metrics.jsonl evaluations found for {pid} (runs: {len(runs)})")
-    groups = _signal_groups(df)
-    fig, axes = _figure(1, len(groups), size=(5.6, 4.0))
-    styles = ["-", "--", ":", "-."]
+    panels = _signal_panels(df)
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = _figure(nrows, ncols, size=(3.6, 2.7))
     variants = sorted(df.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash"]].itertuples(
         index=False), key=lambda v: (_order(v.method, METHOD_ORDER), v.settings_hash != "default"))
     labels, _ = variant_labels(runs)
-    cmap = [f"C{i}" for i in range(10)]
-    for ax, (title, keys) in zip(axes[0], groups):
+    handles: dict[str, object] = {}
+    flat = [ax for row in axes for ax in row]
+    for ax, (key, title) in zip(flat, panels):
         for vi, v in enumerate(variants):
-            color = cmap[vi % 10]
+            color = f"C{vi % 10}"
             sub = df[(df["method"] == v.method) & (df["settings_hash"] == v.settings_hash)]
+            if key not in sub.columns or sub[key].isna().all():
+                continue
             name = labels[(v.method, v.settings_hash)]
-            for ki, key in enumerate(keys):
-                if key not in sub.columns or sub[key].isna().all():
-                    continue
-                short = key.split(".", 1)[-1]
-                ls = styles[ki % len(styles)]
-                seeds = sorted(sub["seed"].unique())
-                if per_run or len(seeds) == 1:
-                    for si, s in enumerate(seeds):
-                        one = sub[sub["seed"] == s].sort_values("step")
-                        ax.plot(one["step"], one[key], ls, color=color, alpha=0.9 if len(seeds) == 1 else 0.6,
-                                label=f"{name}: {short}" + (f" seed {s}" if len(seeds) > 1 else "")
-                                if si == 0 or len(seeds) > 1 else None)
-                else:
-                    g = sub.groupby("step")[key].agg(["mean", "std", "count"]).sort_index()
-                    ax.plot(g.index, g["mean"], ls, color=color, label=f"{name}: {short} (mean of {len(seeds)})")
-                    sd = g["std"].fillna(0.0)
-                    ax.fill_between(g.index, g["mean"] - sd, g["mean"] + sd, color=color, alpha=0.15, linewidth=0)
-        ax.set_xlabel("step")
-        ax.set_title(title, fontsize=10)
+            seeds = sorted(sub["seed"].unique())
+            if per_run or len(seeds) == 1:
+                for s in seeds:
+                    one = sub[sub["seed"] == s].sort_values("step")
+                    (line,) = ax.plot(one["step"], one[key], color=color, alpha=0.9 if len(seeds) == 1 else 0.6,
+                                      linewidth=1.2)
+            else:
+                g = sub.groupby("step")[key].agg(["mean", "std"]).sort_index()
+                (line,) = ax.plot(g.index, g["mean"], color=color, linewidth=1.4)
+                sd = g["std"].fillna(0.0)
+                ax.fill_between(g.index, g["mean"] - sd, g["mean"] + sd, color=color, alpha=0.15, linewidth=0)
+            handles.setdefault(name, line)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"Training curves — {pid}" + ("" if per_run else " (mean ± std over seeds)"), fontsize=11)
+    for ax in flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step", fontsize=8)
+    seeds_note = "one line per seed" if per_run else "mean ± std over seeds"
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+               ncols=min(3, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(f"Training curves — {pid} ({seeds_note})", fontsize=11)
     return _save(fig, out)
 
 

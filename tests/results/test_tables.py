@@ -436,3 +436,14 @@ def test_override_restating_the_protocol_default_is_left_out_of_the_label(tmp_pa
     md = render(_table(tmp_path), "markdown")
     assert _md_row(md, "iMAS")[0] == "69.00 ± 0.00 (3)"
     assert _md_row(md, f"iMAS [budget.lr={lr}]")[0] == "70.00 ± 0.00 (3)"
+
+
+def test_curve_panels_one_per_signal_total_loss_first():
+    import pandas as pd
+
+    from harness.plots import _signal_panels
+
+    df = pd.DataFrame({"miou": [1.0], "student_miou": [1.0], "train.loss_x": [1.0], "train.loss": [1.0],
+                       "train.lr": [0.1], "train.w_cons": [0.5], "method.h_mean": [0.3], "train.loss_u": [None]})
+    keys = [k for k, _ in _signal_panels(df)]
+    assert keys == ["miou", "student_miou", "train.loss", "train.loss_x", "method.h_mean", "train.w_cons"]
