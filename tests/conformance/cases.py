@@ -289,12 +289,16 @@ def harness_unimatch_box(seed: int) -> list[int] | None:
 # ----------------------------------------------------------------------------------------------------
 # OHEM (UniMatch ProbOhemCrossEntropy2d, iMAS OhemCrossEntropy2dTensor)
 
-OHEM_CASES = [
-    {"name": "kth_below_thresh", "seed": 31, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 100},
-    {"name": "kth_above_thresh", "seed": 32, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 900},
-    {"name": "min_kept_above_valid", "seed": 33, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 5000},
-    {"name": "min_kept_0", "seed": 34, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 0},
-    {"name": "two_groups", "seed": 35, "batch": 4, "group": 2, "thresh": 0.6, "min_kept": 500},
+OHEM_CASES = [  # the branch each group takes: threshold = thresh, = the min_kept-th p_gt, or all valid pixels kept
+    {"name": "kth_below_thresh", "seed": 31, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 100,
+     "branches": ["thresh"]},
+    {"name": "kth_above_thresh", "seed": 32, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 1000,
+     "branches": ["kth"]},
+    {"name": "min_kept_above_valid", "seed": 33, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 5000,
+     "branches": ["all"]},
+    {"name": "min_kept_0", "seed": 34, "batch": 2, "group": 2, "thresh": 0.7, "min_kept": 0, "branches": ["all"]},
+    {"name": "two_groups", "seed": 35, "batch": 4, "group": 2, "thresh": 0.6, "min_kept": 1040,
+     "branches": ["kth", "all"]},
 ]
 OHEM_CLASSES = 5
 
@@ -306,6 +310,22 @@ def ohem_inputs(case: dict) -> tuple[Tensor, Tensor]:
     target = torch.randint(0, OHEM_CLASSES, (B, 24, 24), generator=gen(s + 1))
     target[uniform((B, 24, 24), s + 2) < 0.1] = 255
     return logits, target
+
+
+def ohem_branches(case: dict) -> list[str]:
+    """Which branch of OHEM each group of the case's inputs takes (computed here, independently of both codes)."""
+    logits, target = ohem_inputs(case)
+    out = []
+    for i in range(0, case["batch"], case["group"]):
+        t = target[i:i + case["group"]]
+        valid = t != 255
+        p_gt = logits[i:i + case["group"]].softmax(dim=1).gather(1, t.clamp(max=OHEM_CLASSES - 1)[:, None])[:, 0]
+        k = case["min_kept"]
+        if k == 0 or k > int(valid.sum()):
+            out.append("all")
+        else:
+            out.append("kth" if float(p_gt[valid].sort().values[k - 1]) > case["thresh"] else "thresh")
+    return out
 
 
 def harness_ohem(case: dict) -> dict:
