@@ -41,9 +41,8 @@ def load(path: str):
         root / "unimatch.py", "with torch.no_grad():",
         "loss = (loss_x + loss_u_s1 * 0.25 + loss_u_s2 * 0.25 + loss_u_w_fp * 0.5) / 2.0",
         after="for i, ((img_x, mask_x),")
-    ratio = official.official_block(
-        root / "unimatch.py", "mask_ratio = ((conf_u_w >= cfg['conf_thresh']) & (ignore_mask != 255)).sum().item() / \\",
-        "(ignore_mask != 255).sum()")
+    first = "mask_ratio = ((conf_u_w >= cfg['conf_thresh']) & (ignore_mask != 255)).sum().item() / \\"
+    ratio = official.official_block(root / "unimatch.py", first, "(ignore_mask != 255).sum()")
     return root, {"transform": transform, "deeplab": deeplab, "ohem": ohem, "step": step, "ratio": ratio}
 
 
@@ -79,8 +78,8 @@ def official_step(off, case: dict) -> dict:
     off["step"].run(ns)
     ns["loss"].backward()
     off["ratio"].run(ns)
-    return {"inputs_fingerprint": fp, "loss": float(ns["loss"].detach()), "loss_x": float(ns["loss_x"]), "loss_s1": float(ns["loss_u_s1"]),
-            "loss_s2": float(ns["loss_u_s2"]), "loss_fp": float(ns["loss_u_w_fp"]),
+    return {"inputs_fingerprint": fp, "loss": float(ns["loss"].detach()), "loss_x": float(ns["loss_x"]),
+            "loss_s1": float(ns["loss_u_s1"]), "loss_s2": float(ns["loss_u_s2"]), "loss_fp": float(ns["loss_u_w_fp"]),
             "mask_ratio": float(ns["mask_ratio"]), **cases.grads_and_buffers(model)}
 
 

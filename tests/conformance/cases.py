@@ -153,7 +153,8 @@ def grads_and_buffers(model: torch.nn.Module) -> dict:
 # DeepLabV3+ forward on shared weights (UniMatch's model)
 
 MODEL_CLASSES = 5
-MODEL_CASES = [{"name": "resnet50", "arch": "resnet50", "seed": 11}, {"name": "resnet101", "arch": "resnet101", "seed": 12}]
+MODEL_CASES = [{"name": "resnet50", "arch": "resnet50", "seed": 11},
+               {"name": "resnet101", "arch": "resnet101", "seed": 12}]
 MODEL_INPUT = {"shape": (2, 3, 64, 64), "seed": 13}
 MODEL_FP_SEED = 14  # torch.manual_seed before the need_fp forward (Dropout2d masks)
 
@@ -270,8 +271,8 @@ def harness_unimatch_step(case: dict) -> dict:
         out = method.training_step(labeled, unlabeled, 0)
     out.loss.backward()
     logs = out.logs
-    return {"inputs_fingerprint": fp, "loss": float(out.loss.detach()), "loss_x": float(logs["loss_x"]), "loss_s1": float(logs["loss_s1"]),
-            "loss_s2": float(logs["loss_s2"]), "loss_fp": float(logs["loss_fp"]),
+    return {"inputs_fingerprint": fp, "loss": float(out.loss.detach()), "loss_x": float(logs["loss_x"]),
+            "loss_s1": float(logs["loss_s1"]), "loss_s2": float(logs["loss_s2"]), "loss_fp": float(logs["loss_fp"]),
             "mask_ratio": float(logs["mask_ratio"]), **grads_and_buffers(model)}
 
 
@@ -519,8 +520,8 @@ def harness_imas_step(case: dict) -> dict:
         torch.manual_seed(case["rng_seed"])
         out = method.training_step(labeled, unlabeled, case["step"])
     out.loss.backward()
-    res = {"inputs_fingerprint": fp, "loss": float(out.loss.detach()), "loss_x": float(out.logs["loss_x"]), "loss_u": float(out.logs["loss_u"]),
-           "fired": bool(out.logs["cutmix_fired"]), "h": h.tolist(),
+    res = {"inputs_fingerprint": fp, "loss": float(out.loss.detach()), "loss_x": float(out.logs["loss_x"]),
+           "loss_u": float(out.logs["loss_u"]), "fired": bool(out.logs["cutmix_fired"]), "h": h.tolist(),
            **grads_and_buffers(student)}
     method.after_step(case["step"])
     t = method.teacher.module

@@ -24,7 +24,8 @@ def names(items):
 
 def flag_params():
     for flags in cases.EASINESS_FLAGS:
-        marks = [pytest.mark.xfail(strict=True, reason=UNWEIGHTED_BG)] if flags["name"] == "unweighted_ignore_bg" else []
+        known = flags["name"] == "unweighted_ignore_bg"
+        marks = [pytest.mark.xfail(strict=True, reason=UNWEIGHTED_BG)] if known else []
         yield pytest.param(flags, id=flags["name"], marks=marks)
 
 
