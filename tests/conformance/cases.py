@@ -439,6 +439,8 @@ def imas_cutmix_inputs(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     c = uniform((B, H, W), seed + 2000)
     level = 0.1 + 0.8 * (seed % 9) / 8
     h = (level + uniform((B,), seed + 3000, -0.1, 0.1)).clamp(0.0, 1.0)
+    if len(set(h.tolist())) != B:
+        raise ValueError(f"CutMix case {seed} has ties in h")
     return x, y, c, h
 
 
