@@ -97,7 +97,8 @@ def build_context(protocol, device: torch.device, total_steps: int, precision: s
     p = protocol
     return MethodContext(
         device=device, num_classes=p.num_classes, total_steps=total_steps, iters_per_epoch=p.iters_per_epoch,
-        crop_size=p.crop_size, dataset=p.dataset, supervised_loss=build_supervised_loss(p.supervised_loss),
+        crop_size=p.crop_size, dataset=p.dataset, supervised_loss=build_supervised_loss(
+            p.supervised_loss, p.model.aux_weight if p.model.aux_head else None),
         model_factory=lambda: build_model(p.model, p.num_classes).to(device), autocast=autocast_for(device, precision))
 
 

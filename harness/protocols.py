@@ -70,6 +70,17 @@ class ModelSpec(pydantic.BaseModel):
     width: int = pydantic.Field(default=32, gt=0, description="base channel width of the 'small' backbone")
     blocks: int = pydantic.Field(default=1, gt=0, description="residual blocks per stage of the 'small' backbone")
     decoder_channels: int = pydantic.Field(default=256, gt=0)
+    decoder_init: Literal["pytorch", "kaiming"] = pydantic.Field(
+        default="pytorch", description="initialisation of the decoder convolutions (ASPP, reduce, fuse, aux head): "
+                                       "pytorch = PyTorch's default, as the official UniMatch and iMAS models; "
+                                       "kaiming = Kaiming normal (fan-out)")
+    multi_grid: bool = pydantic.Field(
+        default=False, description="multiply the dilations of layer4's blocks by (2, 2, 4), as the official iMAS "
+                                   "ResNets (output stride 16: 2, 4, 8; output stride 8: 4, 8, 16)")
+    aux_head: bool = pydantic.Field(
+        default=False, description="auxiliary head on layer3 (3x3 conv, BN, ReLU, 1x1 conv) trained with the "
+                                   "supervised loss on labeled images, as the official iMAS Cityscapes recipe")
+    aux_weight: float = pydantic.Field(default=0.4, ge=0, description="weight of the auxiliary head's supervised loss")
 
 
 class EvalSpec(pydantic.BaseModel):
