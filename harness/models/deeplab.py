@@ -7,9 +7,9 @@ branches, the projection and ``fuse`` have D channels; the low-level reduction h
 channels (48 at D = 256, 12 at D = 64, the ``small`` protocol's width).
 
 Initialisation of the decoder convolutions (``decoder_init``): ``pytorch`` leaves PyTorch's default (as the
-official UniMatch and iMAS models do); ``kaiming`` re-initialises the ASPP, ``reduce``, ``fuse`` and aux-head
-convolutions (the aux head: its 3×3 one) with Kaiming normal (fan-out), the harness's earlier default that the committed synthetic benchmark
-was trained with. The classifier keeps PyTorch's default either way.
+official UniMatch and iMAS models do); ``kaiming`` re-initialises the ASPP, ``reduce`` and ``fuse`` convolutions
+and the aux head's 3×3 one with Kaiming normal (fan-out), the harness's earlier default, which the committed
+synthetic benchmark was trained with. The classifiers keep PyTorch's default either way.
 
 Auxiliary head (``aux_head``, iMAS's ``Aux_Module``): layer3 features → 3×3 conv (D channels) → BN → ReLU → 1×1
 conv to the classes. It runs only in training mode, on the clean images of ``forward``; the returned logits then
