@@ -1,6 +1,7 @@
 """Partition protocols: the data, split lists, crop, budget, model and evaluation of a benchmark cell.
 
-Protocols are data (``benchmarks/protocols/*.yaml``). A file holds ``defaults`` shared by its
+Protocols are data: the built-in ones are ``harness/resources/protocols/*.yaml`` (package data; linked from
+``benchmarks/protocols`` in a checkout), more come from ``HARNESS_PROTOCOLS`` and plugins. A file holds ``defaults`` shared by its
 ``protocols`` list; each entry overrides what differs (id, split lists). Everything is validated on
 load; an unknown key or a bad value names the file and the key.
 """
@@ -254,8 +255,10 @@ def load_protocol_file(path: str | Path) -> list[Protocol]:
 
 
 def default_protocol_dirs() -> list[Path]:
-    """``benchmarks/protocols`` of this checkout, plus any folders in ``HARNESS_PROTOCOLS`` (os.pathsep-separated)."""
-    dirs = [Path(__file__).resolve().parent.parent / "benchmarks" / "protocols"]
+    """The built-in protocols (package data), plus any folders in ``HARNESS_PROTOCOLS`` (os.pathsep-separated)."""
+    from .resources import protocols_dir
+
+    dirs = [protocols_dir()]
     extra = os.environ.get("HARNESS_PROTOCOLS")
     if extra:
         dirs += [Path(p) for p in extra.split(os.pathsep) if p]

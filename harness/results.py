@@ -315,6 +315,10 @@ def load_results(sources: Iterable[str | Path], workers: int | None = None,
     expected: list[dict[str, Any]] | None = None
     for s in sources:
         p = Path(s)
+        if not p.exists():
+            from .resources import shipped_grid  # a shipped grid by name, e.g. ``harness table voc-classic``
+
+            p = shipped_grid(str(s)) or p
         if p.is_file() and p.name != RECORD:
             r, e = read_manifest(p)
             roots += r

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -163,6 +165,7 @@ def resolve_device(name: str) -> torch.device:
 def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, split_root: Path,
                      pretrained_source: str, world_size: int = 1) -> dict[str, Any]:
     p = r.protocol
+    origin = records.harness_origin()
     return {
         "method": {"name": r.method.name, "distribution": r.method.distribution, "version": r.method.version,
                    "config": r.config.model_dump(mode="json")},
@@ -188,8 +191,10 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "pretrained_source": pretrained_source,
         "options": r.options,
         "precision": r.options.get("precision", "fp32"),
+        "command": shlex.join(sys.argv),  # as this process was started (a grid task: its task command)
+        "harness": origin,  # folder, installed distribution (name, version) or None, checkout revision or None
         "versions": records.package_versions(),
-        "git_revision": records.git_revision(),
+        "git_revision": origin["git_revision"],  # only a git checkout of the harness itself; else None
     }
 
 

@@ -76,7 +76,7 @@ def overrides_label(overrides: dict[str, Any], settings_hash: str) -> str:
 
 
 def _builtin_protocols() -> dict[str, Any]:
-    """The YAML protocols (``benchmarks/protocols`` and ``HARNESS_PROTOCOLS``), without importing method plugins."""
+    """The YAML protocols (built-in and ``HARNESS_PROTOCOLS``), without importing method plugins."""
     from .protocols import ProtocolRegistry, default_protocol_dirs
 
     reg = ProtocolRegistry()
@@ -245,7 +245,10 @@ def fmt_stats(mean: float, std: float, n: int, signed: bool = False) -> str:
 
 
 def default_reported_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "benchmarks" / "reported"
+    """The published numbers shipped with the package (``harness/resources/reported``)."""
+    from .resources import reported_dir
+
+    return reported_dir()
 
 
 def load_reported(directory: str | Path | None = None) -> pd.DataFrame:
