@@ -148,6 +148,10 @@ def resolve(spec: RunSpec) -> ResolvedRun:
         raise ConfigError(f"method '{info.name}' trains on unlabeled images, but protocol '{protocol.id}' has no "
                           f"unlabeled split (it is fully supervised); use a protocol with an unlabeled split or "
                           f"the 'supervised' method")
+    if protocol.model.pretrained:  # before any training: a missing weights file is an error, not a random start
+        from .models.pretrained import require_pretrained
+        m = protocol.model
+        require_pretrained(m.backbone, m.deep_stem, m.width, protocol.id)
     total = info.cls.total_steps(protocol, config) if hasattr(info.cls, "total_steps") else protocol.total_iterations
     return ResolvedRun(spec, info, protocol, config, total, options)
 

@@ -14,6 +14,16 @@ from harness.grids import expand, load_grid, validate_runs
 from harness.runner import resolve
 
 GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
+
+
+@pytest.fixture(autouse=True)
+def weight_files(tmp_path, monkeypatch):
+    """The ImageNet files the protocols declare, as a cluster has them (resolving checks they exist)."""
+    d = tmp_path / "pretrained"
+    d.mkdir()
+    for name in ("resnet101_deepstem.pth", "resnet50_deepstem.pth"):
+        (d / name).write_bytes(b"")
+    monkeypatch.setenv("HARNESS_PRETRAINED_DIR", str(d))
 METHODS = ["supervised", "mean_teacher", "unimatch", "imas", "s4mim", "combined"]
 
 PUBLISHED = {
