@@ -285,13 +285,14 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
     return runs
 
 
-def validate_runs(runs: Iterable[PlannedRun]) -> list[tuple[PlannedRun, str]]:
-    """Resolve every run (method, protocol, keys, values) without training; return the invalid ones."""
+def validate_runs(runs: Iterable[PlannedRun], world_size: int = 1) -> list[tuple[PlannedRun, str]]:
+    """Resolve every run (method, protocol, keys, values) for ``world_size`` processes per run, without
+    training; return the invalid ones."""
     from .runner import resolve
     bad = []
     for run in runs:
         try:
-            resolve(run.spec)
+            resolve(run.spec, world_size=world_size)
         except HarnessError as exc:
             bad.append((run, str(exc)))
     return bad

@@ -152,7 +152,8 @@ def launch(path: str, *, executor: str | None = None, out: str | None = None, se
                                               job_id=current[run.run_dir].job_id))
                 else:
                     todo.append(run)
-        invalid = validate_runs(todo)
+        nproc = {"slurm": slurm_opts.nproc or max(1, slurm_opts.gpus_per_task), "local": local_opts.nproc}
+        invalid = validate_runs(todo, world_size=nproc.get(executor, 1))
         bad_dirs = {r.run_dir for r, _ in invalid}
         reasons = Counter(e["reason"] for e in skipped)
         echo(f"grid {target.name}: {len(todo) + len(skipped)} runs" +

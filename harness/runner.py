@@ -127,7 +127,9 @@ class ResolvedRun:
     options: dict[str, Any]
 
 
-def resolve(spec: RunSpec) -> ResolvedRun:
+def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
+    """Method, protocol (with overrides), method config and step count of a run, checked before any training.
+    ``world_size``: the processes the run will train on (default: ``WORLD_SIZE`` of the environment, else 1)."""
     pm = get_plugin_manager()
     info = pm.methods.get(spec.method)
     protocol = pm.protocols.get(spec.protocol)
@@ -152,6 +154,14 @@ def resolve(spec: RunSpec) -> ResolvedRun:
         from .models.pretrained import require_pretrained
         m = protocol.model
         require_pretrained(m.backbone, m.deep_stem, m.width, protocol.id)
+    world = world_size or max(1, int(os.environ.get("WORLD_SIZE") or 1))
+    b = protocol.budget
+    for what, n in (("batch_labeled", b.batch_labeled),
+                    ("batch_unlabeled", b.batch_unlabeled if info.cls.uses_unlabeled else 0)):
+        if n % world:
+            raise ConfigError(f"budget.{what} {n} of protocol '{protocol.id}' does not split evenly over {world} "
+                              f"processes; use a number of processes that divides it")
+    info.cls.check_run(protocol, config, world)
     total = info.cls.total_steps(protocol, config) if hasattr(info.cls, "total_steps") else protocol.total_iterations
     return ResolvedRun(spec, info, protocol, config, total, options)
 

@@ -49,3 +49,26 @@ def test_the_cli_stops_before_creating_the_run(no_weights, tmp_path, capsys):
     assert main(["run", "--method", "supervised", "--protocol", "voc-92", "--out", str(out)]) == 2
     assert "resnet101_deepstem.pth" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("method", ["imas", "combined"])
+def test_group_size_is_checked_for_the_number_of_processes(tiny_benchmark, monkeypatch, method):
+    def spec(**over):
+        return RunSpec(method, "tiny-8", overrides=over)
+
+    # tiny-8: 4 unlabeled images per step; group_size 4 fits 1, 2 and 4 processes
+    for world in (1, 2, 4):
+        resolve(spec(), world_size=world)
+    with pytest.raises(ConfigError, match=r"group_size 3 .* unlabeled batch 4 is 4 per process"):
+        resolve(spec(group_size=3))
+    big = {"budget.batch_labeled": 12, "budget.batch_unlabeled": 12}
+    resolve(spec(**big), world_size=3)  # 4 per process: one group each
+    with pytest.raises(ConfigError) as err:
+        resolve(spec(**big), world_size=2)  # 6 per process: a group of 4 neither fits in one nor spans whole ones
+    msg = str(err.value)
+    assert "group_size 4" in msg and "6 per process" in msg and "2 process(es)" in msg and "group_size=6" in msg
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's environment is the default
+    with pytest.raises(ConfigError, match="6 per process"):
+        resolve(spec(**big))
+    with pytest.raises(ConfigError, match="does not split evenly over 5 processes"):
+        resolve(spec(), world_size=5)
