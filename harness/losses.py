@@ -1,4 +1,4 @@
-"""Supervised (labeled-batch) losses of the protocols: CE and OHEM (``benchmarks.md`` §5).
+"""Supervised (labeled-batch) losses of the protocols: CE and OHEM (the benchmarks spec §5).
 
 Both take logits B×K×H×W and a long target B×H×W with 255 = ignore, and compute in float32.
 With an auxiliary head (``model.aux_head``), the protocol's loss becomes ``L(z) + aux_weight·L(aux)`` on the same

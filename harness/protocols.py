@@ -91,8 +91,8 @@ class EvalSpec(pydantic.BaseModel):
     stride: int | None = pydantic.Field(default=None, gt=0)
     crop: int | None = pydantic.Field(default=None, gt=0)
     batch_windows: int = pydantic.Field(default=8, gt=0, description="windows per forward in slide mode")
-    # On a CPU, batching pays for small images only (64² synthetic: 1.4×; 375×500: 0.70×, measured in
-    # benchmarks/perf), so the default is 1 and the synthetic protocols ask for more.
+    # On a CPU, batching pays for small images only (benchmarks/perf/README.md), so the default is 1 and the
+    # synthetic protocols ask for more.
     batch_images: int = pydantic.Field(default=1, gt=0,
                                        description="equal-sized images per forward in whole / center_crop mode")
 

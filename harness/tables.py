@@ -1,7 +1,7 @@
 """Paper-style tables: methods × protocols (grouped by dataset and split family), per-class IoU, Δ vs supervised,
 and reported reference rows; rendered as Markdown, LaTeX (booktabs) or CSV.
 
-Reporting rules (``benchmarks.md`` §4, §8; ``reported.md``):
+Reporting rules (the benchmarks spec §4, §8; the reported spec):
 
 - one column group per (dataset, split family), named in the caption; columns ordered by labeled count;
 - cells are mean ± sample std (n − 1) over seeds with n, e.g. ``72.31 ± 0.84 (3)``; a single run shows no ±;
@@ -46,9 +46,9 @@ METHOD_NAMES = {
 METHOD_ORDER = ["supervised", "mean_teacher", "fixmatch", "unimatch", "imas", "s4mim", "combined"]
 INTERPRETATION_NOTES = {
     "s4mim": "S4MIM (harness interpretation): only the paper's abstract is available and no code was released; "
-             "the MIM terms are the harness's documented interpretation (specs/s4mim.md), not the authors' method. "
+             "the MIM terms are the harness's documented interpretation (the s4mim spec), not the authors' method. "
              "No published S4MIM numbers exist.",
-    "combined": "combined (iMAS + S4MIM, harness interpretation): a harness-defined method (specs/combined.md); "
+    "combined": "combined (iMAS + S4MIM, harness interpretation): a harness-defined method (the combined spec); "
                 "no paper defines it, and its S4MIM terms are the harness's interpretation.",
 }
 DATASET_ORDER = ["voc", "cityscapes", "synthetic"]

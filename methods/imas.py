@@ -1,6 +1,6 @@
 """iMAS: instance-specific and model-adaptive supervision (Zhao et al., CVPR 2023), as the official code behaves.
 
-Spec: ``specs/imas.md``. The building blocks (easiness, EMA teacher, intensity ops and blend, easy↔hard CutMix,
+Spec: the imas spec. The building blocks (easiness, EMA teacher, intensity ops and blend, easy↔hard CutMix,
 easiness-weighted CE) live in ``methods.components`` and ``harness.augment``; this module only wires them.
 """
 
@@ -27,7 +27,7 @@ Tensor = torch.Tensor
 
 @dataclass
 class PseudoLabels:
-    """What iMAS knows about the unlabeled batch before the training forward (imas.md §10, "no grad")."""
+    """What iMAS knows about the unlabeled batch before the training forward (imas spec §10, "no grad")."""
 
     x_w: Tensor  # normalised weak view, B×3×H×W
     valid: Tensor  # bool B×H×W, False on crop padding
@@ -56,7 +56,7 @@ class ImasStepState:
 
 
 class Imas(Method):
-    """iMAS (imas.md §10): L = L_sup + λ_u·L_u, easiness-weighted, easiness-adaptive augmentation, EMA teacher.
+    """iMAS (imas spec §10): L = L_sup + λ_u·L_u, easiness-weighted, easiness-adaptive augmentation, EMA teacher.
 
     One step: student (**eval** mode) and teacher (eval) on the weak view x_w, no grad → easiness h per image
     (§2) and teacher pseudo-labels ŷ = argmax p_t, c = max p_t. Strong view x_str = 2 of the 12 intensity ops
@@ -74,14 +74,9 @@ class Imas(Method):
 
     Cost per step (B_l = B_u = B): forward/backward with grad on 3B images, or 4B when CutMix fires in every group
     (supervised: B); plus two no-grad eval-mode forwards on B images (student and teacher).
-    Measured on a 2-core CPU shared with other jobs (noisy), synthetic-12 of dataset v2 (8+8 crops of 64², small backbone):
-    ``harness run … --set budget.iterations=30``: training wall time (record wall_time_s minus evaluation)
-    1.98 s/step vs supervised 0.72 s/step; wall_time_s / total_steps (5 evaluations of teacher and student
-    included) 30.8 s vs 8.7 s. Median of interleaved steps without data loading: 0.95 s vs 0.28 s (≈ 3.4×).
-    Whole 3,000-step runs on synthetic-100 (dataset v3, two runs at a time with one thread each on the 2-core
-    CPU; record ``wall_time_s``, 3 seeds): 14.7–16.2 min vs supervised 7.6–8.0 min (≈ 1.9–2.1×).
+    Measured step times: ``benchmarks/perf/README.md``; run wall times: the records in ``results/``.
 
-    Spec decisions (imas.md §5, §12), each behind the config key named:
+    Spec decisions (imas spec §5, §12), each behind the config key named:
     - [quirk, kept] per-image CE normalised by all H·W pixels, not confident ones (``loss_normalization``).
     - [quirk, kept] α = 0 during the whole first epoch (``ema_zero_first_epoch``).
     - [quirk, kept] class 0 dropped from the wIoU weights (also road on Cityscapes); h = 0 whenever either map is

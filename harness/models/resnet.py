@@ -1,7 +1,7 @@
 """Backbones returning ``(c1, c4)``: stride-4 low-level features and the dilated last stage.
 
 * ``resnet50`` / ``resnet101``: torchvision ResNets (bottleneck layers [3, 4, 6|23, 3]). With
-  ``deep_stem`` the 7×7 stem is replaced by the three 3×3 convolutions of ``s4mim.md`` §2.1. The parameter
+  ``deep_stem`` the 7×7 stem is replaced by the three 3×3 convolutions of the s4mim spec §2.1. The parameter
   names follow the UniMatch/iMAS layout (``conv1.{0,1,3,4,6}``, ``bn1``, ``layer1..4``), so their
   ImageNet files load as they are; the standard stem keeps torchvision's names (``conv1``, ``bn1``).
 * ``small``: a narrow ResNet-like network of BasicBlocks for CPU runs (see ``SmallBackbone``).

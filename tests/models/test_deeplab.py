@@ -1,4 +1,4 @@
-"""DeepLabV3+ structure and API (s4mim.md §2.1)."""
+"""DeepLabV3+ structure and API (s4mim spec §2.1)."""
 
 import pytest
 import torch
