@@ -95,6 +95,17 @@ def any_true(flag: bool | torch.Tensor, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def all_gather_stack(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Every rank's ``t`` (same shape and dtype on every rank), stacked: ``world × *t.shape``, on ``t``'s device.
+    Booleans travel as uint8 (not every backend reduces or gathers bool)."""
+    src = t.to(torch.uint8) if t.dtype == torch.bool else t
+    src = src.contiguous()
+    parts = [torch.empty_like(src) for _ in range(world)]
+    dist.all_gather(parts, src)
+    out = torch.stack(parts)
+    return out.bool() if t.dtype == torch.bool else out
+
+
 def gather(obj: Any, world: int) -> list[Any]:
     out: list[Any] = [None] * world
     dist.all_gather_object(out, obj)

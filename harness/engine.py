@@ -89,7 +89,8 @@ def autocast_for(device: torch.device, precision: str = "fp32") -> Callable[[], 
     return contextlib.nullcontext
 
 
-def build_context(protocol, device: torch.device, total_steps: int, precision: str = "fp32") -> MethodContext:
+def build_context(protocol, device: torch.device, total_steps: int, precision: str = "fp32",
+                  dist: DistInfo = DistInfo()) -> MethodContext:
     """The facts of a run a method may use (shared by training, ``harness eval`` and the benchmarks)."""
     from .losses import build_supervised_loss
     from .models import build_model
@@ -97,8 +98,10 @@ def build_context(protocol, device: torch.device, total_steps: int, precision: s
     p = protocol
     return MethodContext(
         device=device, num_classes=p.num_classes, total_steps=total_steps, iters_per_epoch=p.iters_per_epoch,
-        crop_size=p.crop_size, dataset=p.dataset, supervised_loss=build_supervised_loss(p.supervised_loss),
-        model_factory=lambda: build_model(p.model, p.num_classes).to(device), autocast=autocast_for(device, precision))
+        crop_size=p.crop_size, dataset=p.dataset, supervised_loss=build_supervised_loss(
+            p.supervised_loss, p.model.aux_weight if p.model.aux_head else None),
+        model_factory=lambda: build_model(p.model, p.num_classes).to(device), autocast=autocast_for(device, precision),
+        rank=dist.rank, world_size=dist.world)
 
 
 def build_optimizer(model, method: Method, lr: float, head_lr_mult: float, momentum: float, weight_decay: float):
@@ -166,7 +169,7 @@ class Engine:
             distributed.broadcast_module(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.context = build_context(p, self.device, self.total_steps, self.precision)
+        self.context = build_context(p, self.device, self.total_steps, self.precision, self.dist)
         self.autocast = self.context.autocast
         self.method = self.method_cls(self.model, self.method_config, self.context)
         self.method.extra_modules.to(self.device)

@@ -1,4 +1,4 @@
-"""Single-scale evaluation (``benchmarks.md`` §6) and the dataset-level mIoU (§7).
+"""Single-scale evaluation (the benchmarks spec §6) and the dataset-level mIoU (§7).
 
 Every val image is evaluated once, single scale, no flipping, with the prediction it gets at batch 1
 (``whole`` and ``center_crop`` forward up to ``batch_images`` equal-sized images together; eval-mode

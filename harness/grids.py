@@ -32,7 +32,7 @@ from .errors import ConfigError, HarnessError
 
 __all__ = [
     "GridFile", "LocalOptions", "SlurmOptions", "Variant", "PlannedRun",
-    "load_grid", "expand", "validate_runs", "split_arrays", "parse_time_minutes",
+    "load_grid", "grid_path", "expand", "validate_runs", "split_arrays", "parse_time_minutes",
 ]
 
 
@@ -144,11 +144,25 @@ def _format_errors(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
+def grid_path(arg: str | Path) -> Path:
+    """A grid argument as a file: the path itself if it exists, else the shipped grid of that name
+    (``voc-classic``, see ``harness.resources``), else the path as given."""
+    from .resources import shipped_grid
+
+    path = Path(arg)
+    if path.is_file():
+        return path
+    return shipped_grid(str(arg)) or path
+
+
 def load_grid(path: str | Path) -> GridFile:
-    """Read and validate a grid file; every error names the file (and the key)."""
-    path = Path(path)
+    """Read and validate a grid file (a path or a shipped grid's name); every error names the file (and the key)."""
+    path = grid_path(path)
     if not path.is_file():
-        raise ConfigError(f"grid file {path} does not exist")
+        from .resources import grids_dir
+
+        names = ", ".join(sorted(p.stem for p in grids_dir().glob("*.yaml")))
+        raise ConfigError(f"grid file {path} does not exist (shipped grids, usable by name: {names})")
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -271,13 +285,14 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
     return runs
 
 
-def validate_runs(runs: Iterable[PlannedRun]) -> list[tuple[PlannedRun, str]]:
-    """Resolve every run (method, protocol, keys, values) without training; return the invalid ones."""
+def validate_runs(runs: Iterable[PlannedRun], world_size: int = 1) -> list[tuple[PlannedRun, str]]:
+    """Resolve every run (method, protocol, keys, values) for ``world_size`` processes per run, without
+    training; return the invalid ones."""
     from .runner import resolve
     bad = []
     for run in runs:
         try:
-            resolve(run.spec)
+            resolve(run.spec, world_size=world_size)
         except HarnessError as exc:
             bad.append((run, str(exc)))
     return bad

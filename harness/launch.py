@@ -45,7 +45,7 @@ import pydantic
 from .errors import ConfigError, HarnessError
 from .executors import _run_entry, cluster_facts, run_debug, run_local, slurm_parameters, submit_slurm
 from .grid_status import RETRY_STATES, _proc_start_ticks, collect_status, format_status
-from .grids import (GridFile, LocalOptions, PlannedRun, SlurmOptions, _format_errors, expand, load_grid,
+from .grids import (GridFile, LocalOptions, PlannedRun, SlurmOptions, _format_errors, expand, grid_path, load_grid,
                     spec_from_dict, split_arrays, validate_runs)
 from .manifest import RECORD, _locked, _now, append_submission, grid_dir, load_manifest, manifest_path
 # GridTask lived here before the launcher was split into modules: jobs submitted then (still queued, or
@@ -73,6 +73,7 @@ def _target(path: str, out: str | None) -> _Target:
     if p.suffix == ".json":
         doc = load_manifest(p)
         return _Target(None, doc.get("grid_file"), doc.get("grid", p.parent.name), out or doc.get("out"), p)
+    p = grid_path(p)
     grid = load_grid(p)
     o = out or grid.out
     return _Target(grid, str(p.resolve()), grid.name, o, manifest_path(o, grid.name))
@@ -151,7 +152,8 @@ def launch(path: str, *, executor: str | None = None, out: str | None = None, se
                                               job_id=current[run.run_dir].job_id))
                 else:
                     todo.append(run)
-        invalid = validate_runs(todo)
+        nproc = {"slurm": slurm_opts.nproc or max(1, slurm_opts.gpus_per_task), "local": local_opts.nproc}
+        invalid = validate_runs(todo, world_size=nproc.get(executor, 1))
         bad_dirs = {r.run_dir for r, _ in invalid}
         reasons = Counter(e["reason"] for e in skipped)
         echo(f"grid {target.name}: {len(todo) + len(skipped)} runs" +

@@ -1,6 +1,10 @@
-"""Supervised (labeled-batch) losses of the protocols: CE and OHEM (``benchmarks.md`` §5).
+"""Supervised (labeled-batch) losses of the protocols: CE and OHEM (the benchmarks spec §5).
 
 Both take logits B×K×H×W and a long target B×H×W with 255 = ignore, and compute in float32.
+With an auxiliary head (``model.aux_head``), the protocol's loss becomes ``L(z) + aux_weight·L(aux)`` on the same
+labeled images, as the official iMAS criterion: the aux logits are read from the logits passed in
+(``harness.models.aux_logits_of``) or given as ``aux=``, and upsampled (bilinear, aligned corners) to the target size.
+
 Harness rule for empty selections: a batch (CE) or group (OHEM) without a valid pixel contributes a zero loss
 (with a graph, so backward works) instead of the NaN of ``F.cross_entropy``; OHEM averages over the groups that
 have kept pixels.
@@ -13,6 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .errors import HarnessError
 from .protocols import SupervisedLoss
 
 __all__ = ["IGNORE_INDEX", "cross_entropy", "ohem_cross_entropy", "build_supervised_loss"]
@@ -67,15 +72,39 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float
     return torch.stack(group_losses).mean()
 
 
-def build_supervised_loss(spec: SupervisedLoss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The protocol's labeled loss as ``loss(logits, target) -> scalar``."""
+def build_supervised_loss(spec: SupervisedLoss, aux_weight: float | None = None
+                          ) -> Callable[..., torch.Tensor]:
+    """The protocol's labeled loss as ``loss(logits, target) -> scalar``.
+
+    ``aux_weight`` (the model has an aux head): ``loss(logits, target, aux=None)`` adds ``aux_weight`` × the
+    same loss on the aux logits of those rows; it is an error if there are none (see the module docstring)."""
     if spec.type == "ce":
-        return cross_entropy
-    if spec.type == "ohem":
+        base = cross_entropy
+    elif spec.type == "ohem":
         thresh, min_kept, group = spec.thresh, spec.min_kept, spec.group
 
-        def ohem(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        def base(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return ohem_cross_entropy(logits, target, thresh=thresh, min_kept=min_kept, group=group)
+    else:
+        raise ValueError(f"unknown supervised loss type '{spec.type}'")
+    if aux_weight is None:
+        return base
+    return _with_aux(base, aux_weight)
 
-        return ohem
-    raise ValueError(f"unknown supervised loss type '{spec.type}'")
+
+def _with_aux(base: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], weight: float) -> Callable[..., torch.Tensor]:
+    from .models import aux_logits_of
+
+    def loss(logits: torch.Tensor, target: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        if aux is None:
+            aux = aux_logits_of(logits)
+        if aux is None:
+            raise HarnessError(
+                "the protocol's model has an auxiliary head (model.aux_head: true), but the logits given to the "
+                "supervised loss carry no aux logits: pass the training-mode output of the model, or rows of it "
+                "sliced along the batch dimension (out[:n], out.split(...)), or give aux= explicitly; "
+                "--set model.aux_head=false trains without the head")
+        aux = F.interpolate(aux, size=target.shape[-2:], mode="bilinear", align_corners=True)
+        return base(logits, target) + weight * base(aux, target)
+
+    return loss

@@ -66,6 +66,8 @@ class MethodContext:
     model_factory: Callable[[], nn.Module]
     autocast: Callable[[], Any]
     ignore_index: int = 255
+    rank: int = 0  # this process among the run's processes (each holds a contiguous share of every batch)
+    world_size: int = 1
 
 
 class Method:
@@ -92,6 +94,12 @@ class Method:
     def crops_needed(cls, config: MethodConfig) -> int:
         """Independent weak crops per unlabeled image the loader must provide (1 or 2)."""
         return cls.unlabeled_crops
+
+    @classmethod
+    def check_run(cls, protocol: Any, config: MethodConfig, world_size: int) -> None:
+        """Raise ``harness.errors.ConfigError`` if the method cannot train ``protocol`` with ``config`` on
+        ``world_size`` processes (each gets ``batch / world_size`` images of every batch). Called when the run is
+        resolved (``harness run``, ``harness grid`` validation), before any training. Default: no check."""
 
     def training_step(self, labeled: Batch, unlabeled: Batch | None, step: int) -> StepOutput:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Dataset-level confusion matrix and mIoU (``benchmarks.md`` §7).
+"""Dataset-level confusion matrix and mIoU (the benchmarks spec §7).
 
 Rows = ground truth, columns = prediction; 255 is ignored; IoU is NaN for a class absent from both prediction
 and ground truth; mIoU = 100 · nanmean(IoU). Never the mean of per-image mIoUs.

@@ -1,6 +1,7 @@
 """Partition protocols: the data, split lists, crop, budget, model and evaluation of a benchmark cell.
 
-Protocols are data (``benchmarks/protocols/*.yaml``). A file holds ``defaults`` shared by its
+Protocols are data: the built-in ones are ``harness/resources/protocols/*.yaml`` (package data; linked from
+``benchmarks/protocols`` in a checkout), more come from ``HARNESS_PROTOCOLS`` and plugins. A file holds ``defaults`` shared by its
 ``protocols`` list; each entry overrides what differs (id, split lists). Everything is validated on
 load; an unknown key or a bad value names the file and the key.
 """
@@ -70,6 +71,17 @@ class ModelSpec(pydantic.BaseModel):
     width: int = pydantic.Field(default=32, gt=0, description="base channel width of the 'small' backbone")
     blocks: int = pydantic.Field(default=1, gt=0, description="residual blocks per stage of the 'small' backbone")
     decoder_channels: int = pydantic.Field(default=256, gt=0)
+    decoder_init: Literal["pytorch", "kaiming"] = pydantic.Field(
+        default="pytorch", description="initialisation of the decoder convolutions (ASPP, reduce, fuse, aux head): "
+                                       "pytorch = PyTorch's default, as the official UniMatch and iMAS models; "
+                                       "kaiming = Kaiming normal (fan-out)")
+    multi_grid: bool = pydantic.Field(
+        default=False, description="multiply the dilations of layer4's blocks by (2, 2, 4), as the official iMAS "
+                                   "ResNets (output stride 16: 2, 4, 8; output stride 8: 4, 8, 16)")
+    aux_head: bool = pydantic.Field(
+        default=False, description="auxiliary head on layer3 (3x3 conv, BN, ReLU, 1x1 conv) trained with the "
+                                   "supervised loss on labeled images, as the official iMAS Cityscapes recipe")
+    aux_weight: float = pydantic.Field(default=0.4, ge=0, description="weight of the auxiliary head's supervised loss")
 
 
 class EvalSpec(pydantic.BaseModel):
@@ -79,8 +91,8 @@ class EvalSpec(pydantic.BaseModel):
     stride: int | None = pydantic.Field(default=None, gt=0)
     crop: int | None = pydantic.Field(default=None, gt=0)
     batch_windows: int = pydantic.Field(default=8, gt=0, description="windows per forward in slide mode")
-    # On a CPU, batching pays for small images only (64² synthetic: 1.4×; 375×500: 0.70×, measured in
-    # benchmarks/perf), so the default is 1 and the synthetic protocols ask for more.
+    # On a CPU, batching pays for small images only (benchmarks/perf/README.md), so the default is 1 and the
+    # synthetic protocols ask for more.
     batch_images: int = pydantic.Field(default=1, gt=0,
                                        description="equal-sized images per forward in whole / center_crop mode")
 
@@ -243,8 +255,10 @@ def load_protocol_file(path: str | Path) -> list[Protocol]:
 
 
 def default_protocol_dirs() -> list[Path]:
-    """``benchmarks/protocols`` of this checkout, plus any folders in ``HARNESS_PROTOCOLS`` (os.pathsep-separated)."""
-    dirs = [Path(__file__).resolve().parent.parent / "benchmarks" / "protocols"]
+    """The built-in protocols (package data), plus any folders in ``HARNESS_PROTOCOLS`` (os.pathsep-separated)."""
+    from .resources import protocols_dir
+
+    dirs = [protocols_dir()]
     extra = os.environ.get("HARNESS_PROTOCOLS")
     if extra:
         dirs += [Path(p) for p in extra.split(os.pathsep) if p]

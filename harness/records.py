@@ -138,9 +138,28 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_revision(path: Path | None = None) -> str:
-    """Commit of the checkout the harness runs from, with '+dirty' when it has uncommitted changes."""
+def _is_harness_checkout(root: Path) -> bool:
+    """``root`` is the top of a git checkout of this project (not a repository that merely contains a venv)."""
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+        return False
+    try:
+        return 'name = "ssseg-harness"' in (root / "pyproject.toml").read_text()
+    except OSError:
+        return False
+
+
+def git_revision(path: Path | None = None) -> str | None:
+    """Commit of the checkout the harness is imported from, with '+dirty' when it has uncommitted changes;
+    None when the harness is not imported from a git checkout of this project (an installed package), and
+    'unknown' when git cannot tell."""
     where = Path(path or Path(__file__).resolve().parent.parent)
+    if not _is_harness_checkout(where):
+        return None
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
@@ -150,3 +169,17 @@ def git_revision(path: Path | None = None) -> str:
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def harness_origin() -> dict[str, Any]:
+    """Where the imported harness comes from: its folder, the installed distribution that holds those files
+    (None for a checkout, editable installs included) and the checkout's revision (None for an installed package)."""
+    location = Path(__file__).resolve().parent
+    dist = None
+    try:
+        d = metadata.distribution("ssseg-harness")
+        if Path(str(d.locate_file("harness/__init__.py"))).resolve() == location / "__init__.py":
+            dist = {"name": d.metadata["Name"], "version": d.version}
+    except metadata.PackageNotFoundError:
+        pass
+    return {"location": str(location), "distribution": dist, "git_revision": git_revision(location.parent)}

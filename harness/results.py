@@ -44,7 +44,7 @@ REQUIRED_KEYS = ("method", "protocol", "dataset", "family", "labeled", "seed", "
 RUN_COLUMNS = ["protocol", "method", "settings_hash", "seed", "dataset", "family", "labeled", "eval_mode",
                "backbone", "crop_size", "overrides", "overrides_key", "protocol_overrides_key", "final_miou",
                "final_step", "best_miou", "best_step", "total_steps", "wall_time_s", "finished_at", "iou",
-               "secondary", "run_dir", "record_path"]
+               "secondary", "pretrained_source", "run_dir", "record_path"]
 
 
 class ResultsWarning(UserWarning):
@@ -172,6 +172,7 @@ def parse_record(path: Path, doc: Any) -> dict[str, Any]:
         "finished_at": str(doc.get("finished_at") or ""),
         "iou": {str(k): _num(v) for k, v in iou.items()},
         "secondary": {k: _num(v) for k, v in final.items() if k.endswith("_miou")},
+        "pretrained_source": str(doc.get("pretrained_source") or ""),
         "run_dir": str(path.parent),
         "record_path": str(path),
     }
@@ -315,6 +316,10 @@ def load_results(sources: Iterable[str | Path], workers: int | None = None,
     expected: list[dict[str, Any]] | None = None
     for s in sources:
         p = Path(s)
+        if not p.exists():
+            from .resources import shipped_grid  # a shipped grid by name, e.g. ``harness table voc-classic``
+
+            p = shipped_grid(str(s)) or p
         if p.is_file() and p.name != RECORD:
             r, e = read_manifest(p)
             roots += r

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -131,7 +133,9 @@ class ResolvedRun:
     options: dict[str, Any]
 
 
-def resolve(spec: RunSpec) -> ResolvedRun:
+def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
+    """Method, protocol (with overrides), method config and step count of a run, checked before any training.
+    ``world_size``: the processes the run will train on (default: ``WORLD_SIZE`` of the environment, else 1)."""
     pm = get_plugin_manager()
     info = pm.methods.get(spec.method)
     protocol = pm.protocols.get(spec.protocol)
@@ -152,6 +156,18 @@ def resolve(spec: RunSpec) -> ResolvedRun:
         raise ConfigError(f"method '{info.name}' trains on unlabeled images, but protocol '{protocol.id}' has no "
                           f"unlabeled split (it is fully supervised); use a protocol with an unlabeled split or "
                           f"the 'supervised' method")
+    if protocol.model.pretrained:  # before any training: a missing weights file is an error, not a random start
+        from .models.pretrained import require_pretrained
+        m = protocol.model
+        require_pretrained(m.backbone, m.deep_stem, m.width, protocol.id)
+    world = world_size or max(1, int(os.environ.get("WORLD_SIZE") or 1))
+    b = protocol.budget
+    for what, n in (("batch_labeled", b.batch_labeled),
+                    ("batch_unlabeled", b.batch_unlabeled if info.cls.uses_unlabeled else 0)):
+        if n % world:
+            raise ConfigError(f"budget.{what} {n} of protocol '{protocol.id}' does not split evenly over {world} "
+                              f"processes; use a number of processes that divides it")
+    info.cls.check_run(protocol, config, world)
     total = info.cls.total_steps(protocol, config) if hasattr(info.cls, "total_steps") else protocol.total_iterations
     return ResolvedRun(spec, info, protocol, config, total, options)
 
@@ -169,6 +185,7 @@ def resolve_device(name: str) -> torch.device:
 def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, split_root: Path,
                      pretrained_source: str, world_size: int = 1) -> dict[str, Any]:
     p = r.protocol
+    origin = records.harness_origin()
     return {
         "method": {"name": r.method.name, "distribution": r.method.distribution, "version": r.method.version,
                    "config": r.config.model_dump(mode="json")},
@@ -194,8 +211,10 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "pretrained_source": pretrained_source,
         "options": r.options,
         "precision": r.options.get("precision", "fp32"),
+        "command": shlex.join(sys.argv),  # as this process was started (a grid task: its task command)
+        "harness": origin,  # folder, installed distribution (name, version) or None, checkout revision or None
         "versions": records.package_versions(),
-        "git_revision": records.git_revision(),
+        "git_revision": origin["git_revision"],  # only a git checkout of the harness itself; else None
     }
 
 

@@ -1,7 +1,7 @@
 """Paper-style tables: methods × protocols (grouped by dataset and split family), per-class IoU, Δ vs supervised,
 and reported reference rows; rendered as Markdown, LaTeX (booktabs) or CSV.
 
-Reporting rules (``benchmarks.md`` §4, §8; ``reported.md``):
+Reporting rules (the benchmarks spec §4, §8; the reported spec):
 
 - one column group per (dataset, split family), named in the caption; columns ordered by labeled count;
 - cells are mean ± sample std (n − 1) over seeds with n, e.g. ``72.31 ± 0.84 (3)``; a single run shows no ±;
@@ -10,7 +10,9 @@ Reporting rules (``benchmarks.md`` §4, §8; ``reported.md``):
 - a row × column without a finished run, or with fewer seeds than the table's usual n, is "—" with a note;
 - reported numbers appear only as marked reference rows, only where backbone, crop, split family and evaluation
   mode match the column; never for the synthetic dataset; never an S4MIM row;
-- rows of ``s4mim`` / ``combined`` are named as harness interpretations.
+- rows of ``s4mim`` / ``combined`` are named as harness interpretations;
+- a row with runs that started from random weights where the protocol declares ImageNet weights (record.json
+  ``pretrained_source``) is marked ‡ and named in a note: it is not comparable with rows that used them.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ METHOD_NAMES = {
 METHOD_ORDER = ["supervised", "mean_teacher", "fixmatch", "unimatch", "imas", "s4mim", "combined"]
 INTERPRETATION_NOTES = {
     "s4mim": "S4MIM (harness interpretation): only the paper's abstract is available and no code was released; "
-             "the MIM terms are the harness's documented interpretation (specs/s4mim.md), not the authors' method. "
+             "the MIM terms are the harness's documented interpretation (the s4mim spec), not the authors' method. "
              "No published S4MIM numbers exist.",
-    "combined": "combined (iMAS + S4MIM, harness interpretation): a harness-defined method (specs/combined.md); "
+    "combined": "combined (iMAS + S4MIM, harness interpretation): a harness-defined method (the combined spec); "
                 "no paper defines it, and its S4MIM terms are the harness's interpretation.",
 }
 DATASET_ORDER = ["voc", "cityscapes", "synthetic"]
@@ -76,7 +78,7 @@ def overrides_label(overrides: dict[str, Any], settings_hash: str) -> str:
 
 
 def _builtin_protocols() -> dict[str, Any]:
-    """The YAML protocols (``benchmarks/protocols`` and ``HARNESS_PROTOCOLS``), without importing method plugins."""
+    """The YAML protocols (built-in and ``HARNESS_PROTOCOLS``), without importing method plugins."""
     from .protocols import ProtocolRegistry, default_protocol_dirs
 
     reg = ProtocolRegistry()
@@ -141,6 +143,38 @@ def variant_labels(runs: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list
         names = ", ".join(method_label(m) for m in sorted(set(methods), key=lambda m: _order(m, METHOD_ORDER)))
         notes.append(f"Runs pinned to the protocol default {text}; not shown in the row labels of: {names}.")
     return labels, notes
+
+
+WEIGHTS_MARK = "‡"
+
+
+def runs_without_protocol_weights(runs: pd.DataFrame, protocols: dict[str, Any] | None = None
+                                  ) -> dict[tuple[str, str], list[str]]:
+    """(method, settings_hash) → protocols on which some of its runs started from random weights although the
+    protocol declares ImageNet weights (``model.pretrained``). Runs of unknown protocols are never counted."""
+    known = _builtin_protocols() if protocols is None else protocols
+    if "pretrained_source" not in runs.columns:
+        return {}
+    out: dict[tuple[str, str], list[str]] = {}
+    for r in runs.itertuples(index=False):
+        p = known.get(r.protocol)
+        if p is None or not p.model.pretrained or not str(r.pretrained_source).startswith("random"):
+            continue
+        prots = out.setdefault((r.method, r.settings_hash), [])
+        if r.protocol not in prots:
+            prots.append(r.protocol)
+    return out
+
+
+def _mark_rows_without_weights(rows: list[Row], runs: pd.DataFrame, notes: list[str]) -> None:
+    marks = runs_without_protocol_weights(runs)
+    for row in rows:
+        prots = marks.get((row.method, row.settings_hash))
+        if prots:
+            row.label += f" {WEIGHTS_MARK}"
+            notes.append(f"{WEIGHTS_MARK} {row.label[:-2]}: runs on {', '.join(sorted(prots))} started from random "
+                         f"weights, not the protocol's ImageNet weights (record.json pretrained_source); not "
+                         f"comparable with rows that used them.")
 
 
 def family_label(family: str) -> str:
@@ -245,7 +279,10 @@ def fmt_stats(mean: float, std: float, n: int, signed: bool = False) -> str:
 
 
 def default_reported_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "benchmarks" / "reported"
+    """The published numbers shipped with the package (``harness/resources/reported``)."""
+    from .resources import reported_dir
+
+    return reported_dir()
 
 
 def load_reported(directory: str | Path | None = None) -> pd.DataFrame:
@@ -391,6 +428,7 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
             for v in runs.drop_duplicates(["method", "settings_hash"]).itertuples(index=False)]
     notes += label_notes
     rows.sort(key=lambda r: (_order(r.method, METHOD_ORDER), r.settings_hash != "default", r.label))
+    _mark_rows_without_weights(rows, runs, notes)
 
     stats = {(a.method, a.settings_hash, a.protocol): a for a in agg.itertuples(index=False)}
     # expected number of seeds: from a grid manifest if given, else the most common n of the table
@@ -676,6 +714,7 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
             top = max(v for v, _ in vals)
             for v, c in vals:
                 c.best = v == top and top > 0
+    _mark_rows_without_weights(rows, runs[runs["protocol"] == protocol], label_notes)
     what = "final checkpoint" if metric == "final" else BEST_TITLE
     caption = [f"Per-class IoU (%) on {protocol} (dataset {sub['dataset']}, split family {family_label(sub['family'])}, "
                f"{backbone_label(sub['backbone'])}, crop {sub['crop_size']}, eval {eval_label(sub['eval_mode'])}); "

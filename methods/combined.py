@@ -1,12 +1,12 @@
-"""combined (iMAS + S4MIM, harness interpretation) — ``shared/specs/combined.md``.
+"""combined (iMAS + S4MIM, harness interpretation) — the combined spec.
 
 Status: **harness-defined**; no paper defines this method. It trains exactly as iMAS (the ``imas`` plugin, exact:
 EMA teacher, easiness-weighted consistency, easiness-adaptive blend, easiness-triggered easy↔hard CutMix) and adds
 the three MIM terms of the ``s4mim`` plugin, which are themselves the **harness's interpretation** of the S4MIM
 abstract (class-wise pixel reconstruction, feature aggregation and semantic-space MIM come from the abstract;
-everything concrete — partition, masks, head, losses, weights — is this project's interpretation, s4mim.md §3).
+everything concrete — partition, masks, head, losses, weights — is this project's interpretation, s4mim spec §3).
 
-Composition (combined.md §2): this class subclasses :class:`methods.imas.Imas` and hooks the MIM terms in through
+Composition (combined spec §2): this class subclasses :class:`methods.imas.Imas` and hooks the MIM terms in through
 its ``extra_losses`` extension point; the terms come from the same block as ``s4mim``
 (``methods.components.mim_terms``), so no logic is copied. Two changes make them fit the teacher–student scheme:
 
@@ -31,15 +31,9 @@ Logs: ``loss_rec``, ``loss_fa``, ``loss_sem`` are the λ-weighted, easiness-weig
 (iMAS's ``extra_losses`` convention), plus ``mim_class_samples``.
 
 Cost: iMAS (up to 4 groups of B images with gradient + 2 no-grad passes) + 1 masked pass on up to K_max·B
-class-sample images + 1 semantic-MIM pass on B images (≈ 2× iMAS memory, combined.md §6). Relative to ``supervised``
+class-sample images + 1 semantic-MIM pass on B images (≈ 2× iMAS memory, combined spec §6). Relative to ``supervised``
 (1 pass on B_l = B images): iMAS 3–4 image-passes with gradient + 2 without, + N/B (≤ K_max) + 1 for the MIM terms ≈
-7–9×. Measured on a 2-core CPU (synthetic-12 of dataset v2: small backbone width 32, crop 64, batch 8 + 8; h ≈ 0 in these short
-runs, so CutMix rarely fired; the MIM passes run whatever h is): harness run records (``--set
-budget.iterations=30``, 5 evaluations of the 500 val images included, machine shared with other jobs): supervised
-11.1 s/step (332 s / 30; training alone ≈ 0.8 s/step); combined 23.3 s/step (699 s / 30, two networks evaluated;
-training alone ≈ 2.2 s/step). Interleaved timing of the training step alone (forward, backward, SGD step; same
-process, median of 10 steps on the synthetic model, batch 8 + 8): supervised 0.026 s, imas-based combined 0.171 s
-(6.6× supervised; s4mim 0.227 s).
+7–9×. Measured step times: ``benchmarks/perf/README.md``; run wall times: the records in ``results/``.
 """
 
 from __future__ import annotations
@@ -58,7 +52,7 @@ __all__ = ["Combined", "CombinedConfig"]
 
 
 class CombinedConfig(MIMSettings, Imas.Config):
-    """All iMAS keys + the MIM keys of s4mim.md §3.8 (λ defaults 1.0, combined.md §5)."""
+    """All iMAS keys + the MIM keys of s4mim spec §3.8 (λ defaults 1.0, combined spec §5)."""
 
     partition_source: Literal["teacher", "student"] = pydantic.Field(
         "teacher", description="pseudo-labels for the partition and semantic MIM: teacher (default) or student")

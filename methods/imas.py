@@ -1,6 +1,6 @@
 """iMAS: instance-specific and model-adaptive supervision (Zhao et al., CVPR 2023), as the official code behaves.
 
-Spec: ``specs/imas.md``. The building blocks (easiness, EMA teacher, intensity ops and blend, easy↔hard CutMix,
+Spec: the imas spec. The building blocks (easiness, EMA teacher, intensity ops and blend, easy↔hard CutMix,
 easiness-weighted CE) live in ``methods.components`` and ``harness.augment``; this module only wires them.
 """
 
@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from harness.augment import blend, blend_bernoulli, imas_strong, normalize
+from harness.errors import ConfigError
 from harness.hookspecs import hookimpl
 from harness.method import Batch, Method, MethodConfig, StepOutput
-from methods.components.cutmix import CutMixResult, imas_cutmix
+from methods.components.cutmix import CutMixResult, imas_cutmix, imas_cutmix_across_ranks
 from methods.components.easiness import EasinessTerms, easiness_terms, max_and_argmax
 from methods.components.ema import EMATeacher, imas_decay
 from methods.components.losses import imas_unsup_loss
@@ -26,7 +27,7 @@ Tensor = torch.Tensor
 
 @dataclass
 class PseudoLabels:
-    """What iMAS knows about the unlabeled batch before the training forward (imas.md §10, "no grad")."""
+    """What iMAS knows about the unlabeled batch before the training forward (imas spec §10, "no grad")."""
 
     x_w: Tensor  # normalised weak view, B×3×H×W
     valid: Tensor  # bool B×H×W, False on crop padding
@@ -55,7 +56,7 @@ class ImasStepState:
 
 
 class Imas(Method):
-    """iMAS (imas.md §10): L = L_sup + λ_u·L_u, easiness-weighted, easiness-adaptive augmentation, EMA teacher.
+    """iMAS (imas spec §10): L = L_sup + λ_u·L_u, easiness-weighted, easiness-adaptive augmentation, EMA teacher.
 
     One step: student (**eval** mode) and teacher (eval) on the weak view x_w, no grad → easiness h per image
     (§2) and teacher pseudo-labels ŷ = argmax p_t, c = max p_t. Strong view x_str = 2 of the 12 intensity ops
@@ -73,14 +74,9 @@ class Imas(Method):
 
     Cost per step (B_l = B_u = B): forward/backward with grad on 3B images, or 4B when CutMix fires in every group
     (supervised: B); plus two no-grad eval-mode forwards on B images (student and teacher).
-    Measured on a 2-core CPU shared with other jobs (noisy), synthetic-12 of dataset v2 (8+8 crops of 64², small backbone):
-    ``harness run … --set budget.iterations=30``: training wall time (record wall_time_s minus evaluation)
-    1.98 s/step vs supervised 0.72 s/step; wall_time_s / total_steps (5 evaluations of teacher and student
-    included) 30.8 s vs 8.7 s. Median of interleaved steps without data loading: 0.95 s vs 0.28 s (≈ 3.4×).
-    Whole 3,000-step runs on synthetic-100 (dataset v3, two runs at a time with one thread each on the 2-core
-    CPU; record ``wall_time_s``, 3 seeds): 14.7–16.2 min vs supervised 7.6–8.0 min (≈ 1.9–2.1×).
+    Measured step times: ``benchmarks/perf/README.md``; run wall times: the records in ``results/``.
 
-    Spec decisions (imas.md §5, §12), each behind the config key named:
+    Spec decisions (imas spec §5, §12), each behind the config key named:
     - [quirk, kept] per-image CE normalised by all H·W pixels, not confident ones (``loss_normalization``).
     - [quirk, kept] α = 0 during the whole first epoch (``ema_zero_first_epoch``).
     - [quirk, kept] class 0 dropped from the wIoU weights (also road on Cityscapes); h = 0 whenever either map is
@@ -92,7 +88,10 @@ class Imas(Method):
       not averaged (EMATeacher); hue shift with modular integer arithmetic (harness.augment); shared
       pseudo-label tensors never mutated (CutMix builds new tensors); one optimizer, every val image once,
       labeled stream cycling over all images (engine/core).
-    - [harness] groups of ``group_size`` make the per-device upstream semantics device-count independent.
+    - [harness] groups of ``group_size`` make the per-device upstream semantics device-count independent. On
+      several processes a group lies in one process or spans consecutive ones (trigger, box size and pairing
+      then agree across them, ``imas_cutmix_across_ranks``); ``check_run`` rejects sizes that fit neither way
+      when the run is resolved.
       ``loss_normalization: valid_pixels`` also drops padded pixels from the numerator. The §5 generalisation
       ``sup_only_epochs`` (unused by every released config) is not exposed.
     State: the EMA teacher and the ``eval_logs`` accumulators are in ``state_dict``, so a resumed run is exact.
@@ -127,7 +126,9 @@ class Imas(Method):
             default="easiness", description="'easiness' (p = mean h per group) or a fixed probability")
         cutmix_side_range: tuple[float, float] = pydantic.Field(default=(0.1, 0.9), description="box side ratio")
         cutmix_pairing: Literal["easy_hard", "random"] = pydantic.Field(default="easy_hard")
-        group_size: int = pydantic.Field(default=4, gt=0, description="must divide the unlabeled batch (§9)")
+        group_size: int = pydantic.Field(
+            default=4, gt=0, description="images per CutMix group; must divide the unlabeled batch and be a divisor "
+                                         "or a multiple of each process's share of it (§9)")
         student_forward_weak: bool = pydantic.Field(default=True, description="x_w in the training forward")
         exclude_padding: bool = pydantic.Field(default=False, description="mask padded pixels [quirk: false]")
         loss_normalization: Literal["all_pixels", "valid_pixels", "confident_pixels"] = pydantic.Field(
@@ -180,17 +181,38 @@ class Imas(Method):
         return imas_unsup_loss(logits, pseudo, conf, h if c.weight_loss_by_easiness else None, c.tau,
                                c.loss_normalization, valid if use_valid else None)
 
+    @classmethod
+    def check_run(cls, protocol, config, world_size):
+        """Groups (§9) must tile the global unlabeled batch and each process's share of it: every group lies in
+        one process (the share is a multiple of ``group_size``) or spans whole shares (``group_size`` is a
+        multiple of the share)."""
+        batch, gs = protocol.budget.batch_unlabeled, config.group_size
+        share = batch // world_size
+        if batch % gs or (share % gs and gs % share):
+            raise ConfigError(
+                f"{cls.name}: group_size {gs} does not fit protocol '{protocol.id}' on {world_size} process(es): the "
+                f"unlabeled batch {batch} is {share} per process, and group_size must divide {batch} and be a "
+                f"divisor or a multiple of the per-process batch {share}; change the number of processes or set "
+                f"--set group_size={share} (one group per process, as the official code's device batches)")
+
     def training_step(self, labeled, unlabeled, step):
         c = self.config
         pl = self.pseudo_labels(unlabeled)
         B, gs = len(unlabeled), c.group_size
-        if B % gs:
+        across = gs > B and self.context.world_size > 1  # a group spans several processes (§9)
+        if across:
+            gs = B  # this process's share of its group, handled as one (partial) group here
+        elif B % gs:
             raise ValueError(f"imas: group_size {gs} must divide the unlabeled batch size {B}")
 
         x_str = normalize(imas_strong(unlabeled.raw, c.strong_num_ops))
         x_s = blend(x_str, pl.x_w, pl.h) if c.blend_mode == "mix" else blend_bernoulli(x_str, pl.x_w, pl.h)
         cm = None
-        if c.cutmix:
+        if c.cutmix and across:
+            cm = imas_cutmix_across_ranks(pl.x_w, pl.pseudo, pl.conf, pl.h, c.group_size, self.context.rank,
+                                          self.context.world_size, tuple(c.cutmix_side_range), c.cutmix_trigger,
+                                          c.cutmix_pairing, extra=(pl.valid,))
+        elif c.cutmix:
             cm = imas_cutmix(pl.x_w, pl.pseudo, pl.conf, pl.h, gs, tuple(c.cutmix_side_range), c.cutmix_trigger,
                              c.cutmix_pairing, extra=(pl.valid,))
         fired = cm.fired.tolist() if cm is not None else [False] * (B // gs)  # per group, on the CPU

@@ -1,4 +1,4 @@
-"""Mean teacher (Tarvainen & Valpola, 2017) for segmentation, as defined by the harness (baselines.md §2)."""
+"""Mean teacher (Tarvainen & Valpola, 2017) for segmentation, as defined by the harness (baselines spec §2)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from methods.components.losses import sigmoid_rampup, softmax_consistency
 
 
 class MeanTeacher(Method):
-    """L = L_x + w(t)·L_cons with an EMA teacher (baselines.md §2).
+    """L = L_x + w(t)·L_cons with an EMA teacher (baselines spec §2).
 
     One step: teacher (eval mode, no grad) on the weak crop x_w → p_t (no threshold); student (train mode)
     on concat(x_l, x_str) where x_str is the UniMatch photometric strong view of the same crop;
@@ -27,12 +27,7 @@ class MeanTeacher(Method):
 
     Cost per step (B_l = B_u = B): one forward/backward with grad on 2B images (supervised: B), plus one
     no-grad eval-mode teacher forward on B images, i.e. ≈ 2× the supervised images with grad + B without.
-    Measured on a 2-core CPU shared with other jobs (noisy), synthetic-12 of dataset v2 (8+8 crops of 64², small backbone):
-    ``harness run … --set budget.iterations=30``: training wall time (record wall_time_s minus evaluation)
-    2.79 s/step vs supervised 0.72 s/step; wall_time_s / total_steps (5 evaluations of teacher and student
-    included) 28.7 s vs 8.7 s. Median of interleaved steps without data loading: 0.70 s vs 0.28 s (≈ 2.5×).
-    Whole 3,000-step runs on synthetic-100 (dataset v3, two runs at a time with one thread each on the 2-core
-    CPU; record ``wall_time_s``, 3 seeds): 12.9–14.9 min vs supervised 7.6–8.0 min (≈ 1.6–2.0×).
+    Measured step times: ``benchmarks/perf/README.md``; run wall times: the records in ``results/``.
 
     Harness decisions: teacher = deep copy of the student (parameters and buffers); integer buffers are
     copied, not averaged (EMATeacher); the CutMix source is a shuffled copy of the batch.

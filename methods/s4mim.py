@@ -1,17 +1,17 @@
-"""S4MIM (Li, Hao, Shang, Jiao, arXiv 2411.08756) — **harness interpretation**, ``shared/specs/s4mim.md``.
+"""S4MIM (Li, Hao, Shang, Jiao, arXiv 2411.08756) — **harness interpretation**, the s4mim spec.
 
 Status: only the paper's **abstract** is available and no official code has been released. What comes from the
 abstract: masked image modeling with a **pixel** reconstruction target; a **class-wise** MIM that reconstructs each
 class region independently (masked↔visible connections stay within one class); a **feature aggregation** that
 reduces the distance between masked-part and visible-part features of the same class; and a MIM term "in semantic
-space" used as a regulariser. Everything else is **this project's interpretation** (s4mim.md §3): the UniMatch
+space" used as a regulariser. Everything else is **this project's interpretation** (s4mim spec §3): the UniMatch
 base framework (§2, itself exact), the class partition from the student's weak-view argmax, patch masks and sizes,
 the 1×1-conv + PixelShuffle reconstruction head, the L1 loss on masked pixels of the class, prototype cosine
 alignment for FA, the masked-view pseudo-label CE for the semantic term, BN-statistics freezing, the weights
 λ = 0.5 and the presets. Results of this plugin must be labelled "S4MIM (harness interpretation)"; no published
 S4MIM numbers exist to check against.
 
-    L = ½·(L_x + ¼·L_s1 + ¼·L_s2 + ½·L_fp) + λ_rec·L_rec + λ_fa·L_fa + λ_sem·L_sem        (s4mim.md §3.7)
+    L = ½·(L_x + ¼·L_s1 + ¼·L_s2 + ½·L_fp) + λ_rec·L_rec + λ_fa·L_fa + λ_sem·L_sem        (s4mim spec §3.7)
 
 The UniMatch part is :class:`methods.unimatch.UniMatch` unchanged (same draws, same forwards, computed first), so
 with every MIM term off (``preset: unimatch``) the loss equals ``unimatch``'s for the same inputs and seed. The MIM
@@ -26,8 +26,8 @@ forward; BatchNorm in the ASPP pooling branch cannot normalise one 1×1 map); N 
 (L_rec = L_fa = 0). See ``methods/components/mim_terms.py`` for the details and the random-draw order.
 
 Cost: UniMatch's 3 backbone passes + 1 masked CMIM/FA pass on N ≤ K_max·B class-sample images + 1 semantic-MIM
-pass on B images (≈ 2× UniMatch at K_max = 3, s4mim.md §3.9). On synthetic-100 the cap binds (the runs log
-``mim_class_samples`` ≈ 23.5 of K_max·B = 24). Measured step times: ``benchmarks/perf/README.md``.
+pass on B images (≈ 2× UniMatch at K_max = 3, s4mim spec §3.9). On synthetic-100 the cap binds (the runs log
+``mim_class_samples`` close to K_max·B). Measured step times: ``benchmarks/perf/README.md``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = ["S4MIM", "S4MIMConfig"]
 
 
 class S4MIMConfig(MIMSettings, UniMatchConfig):
-    """UniMatch keys (``tau``, ``fp``, ``cutmix_source``, …) + the MIM keys of s4mim.md §3.8."""
+    """UniMatch keys (``tau``, ``fp``, ``cutmix_source``, …) + the MIM keys of s4mim spec §3.8."""
 
 
 class S4MIM(MIMTermsMixin, UniMatch):

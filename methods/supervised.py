@@ -14,7 +14,7 @@ from harness.protocols import Protocol
 class Supervised(Method):
     """L = L_x (the protocol's supervised loss). No unlabeled data, no teacher.
 
-    Budget (baselines.md §1): by default the same iterations T and labeled batch as the
+    Budget (baselines spec §1): by default the same iterations T and labeled batch as the
     semi-supervised methods of the protocol, so every table row has the same optimizer steps.
     ``budget=labeled_epochs`` instead runs epochs × ⌊N_l/B_l⌋ steps, to mimic published baselines;
     the run record carries the setting.

@@ -1,4 +1,4 @@
-"""UniMatch (Yang et al., CVPR 2023) — ``shared/specs/s4mim.md`` §2, exact.
+"""UniMatch (Yang et al., CVPR 2023) — the s4mim spec §2, exact.
 
 One training step (§2.3):
 
@@ -36,12 +36,8 @@ unchanged. τ comes from the protocol's ``method_settings`` (0.95 VOC, 0 Citysca
 
 Cost per step (B_l = B_u = B; ``supervised`` = 1 pass on B images with gradient): 3 network passes — the no-grad
 eval pass on the source (B), forward A (2B, decoder run twice for FP) and forward B (2B) — i.e. 5× the supervised
-image-passes, 4× of them with gradient. Measured on a 2-core CPU (synthetic-12 of dataset v2, small backbone width 32, crop 64,
-batch 8 + 8): harness run records (``--set budget.iterations=30``, 5 evaluations of the 500 val images included,
-machine shared with other jobs): supervised 11.1 s/step (332 s / 30; training alone ≈ 0.8 s/step); unimatch 15.5
-s/step (466 s / 30; training alone ≈ 3.7 s/step). Interleaved timing of the training step alone (forward, backward,
-SGD step; same process, median of 10 steps on the synthetic model, batch 8 + 8): supervised 0.026 s, unimatch
-0.139 s (5.4×; the CPU strong-view augmentation adds to the 5× image-passes).
+image-passes, 4× of them with gradient; the strong-view augmentation adds to that on a CPU. Measured step times:
+``benchmarks/perf/README.md``; run wall times: the records in ``results/``.
 """
 
 from __future__ import annotations
@@ -140,7 +136,7 @@ def _max_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class UniMatch(Method):
-    """UniMatch (CVPR 2023), exact (s4mim.md §2): weak-to-strong consistency with two CutMix'd strong views and
+    """UniMatch (CVPR 2023), exact (s4mim spec §2): weak-to-strong consistency with two CutMix'd strong views and
     a feature-perturbation stream. ``L = (L_x + ¼L_s1 + ¼L_s2 + ½L_fp)/2``; see the module docstring."""
 
     name = "unimatch"

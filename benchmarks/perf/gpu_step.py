@@ -118,7 +118,7 @@ def bench_case(name: str, mode: str, p, device: torch.device, args, pm) -> dict:
     set_mode(mode)
     precision = "bf16" if mode.startswith("bf16") else "fp32"
     torch.manual_seed(0)
-    model = build_model(p.model, p.num_classes).to(device)
+    model = build_model(p.model.model_copy(update={"pretrained": False}), p.num_classes).to(device)
     if mode.endswith("+cl"):
         model = model.to(memory_format=torch.channels_last)
     ctx = build_context(p, device, p.total_iterations, precision)

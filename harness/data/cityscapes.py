@@ -1,4 +1,4 @@
-"""Cityscapes: class names, the labelIds → trainIds table and the on-disk layout (benchmarks.md §2).
+"""Cityscapes: class names, the labelIds → trainIds table and the on-disk layout (benchmarks spec §2).
 
 Layout (relative to the Cityscapes root)::
 

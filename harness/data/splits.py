@@ -1,7 +1,7 @@
 """Split lists: parsing, checksum verification, locating/fetching the split root, disjointness.
 
 A split file lists one sample per line, ``<image relpath> <mask relpath>`` relative to the dataset
-root (benchmarks.md §3). Some files end without a final newline, so entries are counted as non-empty
+root (benchmarks spec §3). Some files end without a final newline, so entries are counted as non-empty
 lines, never as newline characters.
 
 Split root resolution (:func:`resolve_split_root`):

@@ -1,4 +1,4 @@
-"""Weak augmentation of the standard training settings (benchmarks.md §5) and ImageNet normalisation.
+"""Weak augmentation of the standard training settings (benchmarks spec §5) and ImageNet normalisation.
 
 Weak augmentation, in this order (one ``numpy.random.Generator`` drives every random choice):
 

@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 (+ SBD): class names, colour palette and the on-disk layout (benchmarks.md §1).
+"""PASCAL VOC 2012 (+ SBD): class names, colour palette and the on-disk layout (benchmarks spec §1).
 
 Layout (paths in the split files are relative to the VOC root)::
 
@@ -100,7 +100,7 @@ class VOCLayout(DataLayout):
             return ""
         cls_dir = self.root / VOC_MASK_DIR
         hint = (f" The split files expect the merged mask set in {VOC_MASK_DIR}/ (12,031 masks: VOC fine + SBD), "
-                f"not the official devkit's 2,913 masks (benchmarks.md §1).")
+                f"not the official devkit's 2,913 masks (benchmarks spec §1).")
         name = rel.split("/", 1)[-1]
         if (self.root / VOC_MASK_DIR_AUG / name).is_file() and cls_dir.is_dir():
             hint += (f" {VOC_MASK_DIR_AUG}/{name} exists: remove or rename {VOC_MASK_DIR}/ to read all masks from "

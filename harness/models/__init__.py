@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ..protocols import ModelSpec
-from .deeplab import ASPP, DeepLabV3Plus, aspp_dilations, reduce_channels
+from .deeplab import ASPP, DeepLabV3Plus, aspp_dilations, aux_logits_of, reduce_channels
 from .pretrained import load_pretrained
 from .resnet import ResNetBackbone, SmallBackbone, build_backbone
 
 SegmentationModel = DeepLabV3Plus
 
 __all__ = ["build_model", "SegmentationModel", "DeepLabV3Plus", "ASPP", "ResNetBackbone", "SmallBackbone",
-           "build_backbone", "load_pretrained", "aspp_dilations", "reduce_channels"]
+           "build_backbone", "load_pretrained", "aspp_dilations", "reduce_channels", "aux_logits_of"]
 
 
 def build_model(spec: ModelSpec, num_classes: int) -> DeepLabV3Plus:
@@ -19,8 +19,9 @@ def build_model(spec: ModelSpec, num_classes: int) -> DeepLabV3Plus:
     The returned model records what was loaded in ``model.pretrained_source``.
     """
     deep_stem = spec.deep_stem and spec.backbone != "small"
-    backbone = build_backbone(spec.backbone, spec.output_stride, deep_stem, spec.width, spec.blocks)
+    backbone = build_backbone(spec.backbone, spec.output_stride, deep_stem, spec.width, spec.blocks, spec.multi_grid)
     source = load_pretrained(backbone, spec.backbone, deep_stem, spec.width, enabled=spec.pretrained)
-    model = DeepLabV3Plus(backbone, num_classes, spec.decoder_channels, spec.output_stride)
+    model = DeepLabV3Plus(backbone, num_classes, spec.decoder_channels, spec.output_stride, spec.decoder_init,
+                          spec.aux_head)
     model.pretrained_source = source
     return model

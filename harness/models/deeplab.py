@@ -1,9 +1,21 @@
-"""DeepLabV3+ exactly as ``s4mim.md`` §2.1 (the UniMatch model), with a feature-perturbation path.
+"""DeepLabV3+ exactly as the s4mim spec §2.1 (the UniMatch model), with a feature-perturbation path and an
+optional auxiliary head (the official iMAS Cityscapes recipe).
 
 Module names follow UniMatch (``backbone``, ``head`` = ASPP, ``reduce``, ``fuse``, ``classifier``), so its
 checkpoints map one to one. Channel width ``D = spec.decoder_channels`` (256 for the ResNets): the ASPP
 branches, the projection and ``fuse`` have D channels; the low-level reduction has ``round(48·D/256)``
 channels (48 at D = 256, 12 at D = 64, the ``small`` protocol's width).
+
+Initialisation of the decoder convolutions (``decoder_init``): ``pytorch`` leaves PyTorch's default (as the
+official UniMatch and iMAS models do); ``kaiming`` re-initialises the ASPP, ``reduce`` and ``fuse`` convolutions
+and the aux head's 3×3 one with Kaiming normal (fan-out), the harness's earlier default, which the committed
+synthetic benchmark was trained with. The classifiers keep PyTorch's default either way.
+
+Auxiliary head (``aux_head``, iMAS's ``Aux_Module``): layer3 features → 3×3 conv (D channels) → BN → ReLU → 1×1
+conv to the classes. It runs only in training mode, on the clean images of ``forward``; the returned logits then
+carry the aux logits (at layer3 resolution) for :func:`aux_logits_of`, which the supervised loss reads for the
+labeled rows it is given (``harness.losses``). Evaluation, ``encode``/``decode``/``features`` and eval-mode
+forwards never compute it.
 """
 
 from __future__ import annotations
@@ -12,7 +24,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ASPP", "DeepLabV3Plus", "aspp_dilations", "reduce_channels"]
+__all__ = ["ASPP", "DeepLabV3Plus", "aspp_dilations", "reduce_channels", "aux_logits_of"]
+
+_AUX_ATTR = "_harness_aux_logits"
+
+
+def aux_logits_of(logits: torch.Tensor) -> torch.Tensor | None:
+    """The aux-head logits of the rows of ``logits``, or None.
+
+    ``logits`` is the output of a training-mode ``forward`` with the aux head on, or a view of it taken along
+    the batch dimension (``out[:n]``, ``out.split(...)``, ``out.chunk(...)``), as methods slice the labeled rows
+    out of a joint forward. Anything else (a copy, a cast, an eval-mode output) has no aux logits."""
+    base = logits if logits._base is None else logits._base
+    aux = getattr(base, _AUX_ATTR, None)
+    if aux is None:
+        return None
+    row = base.stride(0)
+    offset = logits.storage_offset() - base.storage_offset()
+    if (logits.shape[1:] != base.shape[1:] or logits.stride() != base.stride() or row == 0 or offset % row):
+        return None
+    start = offset // row
+    if start + logits.shape[0] > aux.shape[0]:
+        return None  # rows without aux logits (e.g. the feature-perturbation half)
+    return aux[start:start + logits.shape[0]]
 
 
 def aspp_dilations(output_stride: int) -> tuple[int, int, int]:
@@ -59,15 +93,25 @@ class ASPP(nn.Module):
         return self.project(y)
 
 
+class AuxHead(nn.Sequential):
+    """iMAS's auxiliary head: 3×3 conv (``cin`` → ``mid``) – BN – ReLU – 1×1 conv to ``num_classes`` (with bias)."""
+
+    def __init__(self, cin: int, mid: int, num_classes: int):
+        super().__init__(nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                         nn.Conv2d(mid, num_classes, 1, bias=True))
+
+
 class DeepLabV3Plus(nn.Module):
     """Segmentation model used by every method.
 
     ``forward(x, need_fp=False)`` → logits B×K×H×W (input size), or ``(logits, logits_fp)`` with need_fp.
     ``encode(x)`` → ``(c1, c4)``; ``decode(c1, c4, size)`` → ``(logits, fuse)``; ``features(x)`` →
     ``(logits, fuse)`` with ``fuse`` the D-channel stride-4 decoder feature (``feature_channels`` = D).
+    With ``aux_head``, a training-mode ``forward`` also computes the aux logits (see :func:`aux_logits_of`).
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, decoder_channels: int = 256, output_stride: int = 16):
+    def __init__(self, backbone: nn.Module, num_classes: int, decoder_channels: int = 256, output_stride: int = 16,
+                 decoder_init: str = "pytorch", aux_head: bool = False):
         super().__init__()
         d = decoder_channels
         r = reduce_channels(d)
@@ -79,10 +123,15 @@ class DeepLabV3Plus(nn.Module):
         self.fuse = nn.Sequential(*_cbr(d + r, d, 3), *_cbr(d, d, 3))  # flat, as UniMatch (fuse.0 … fuse.5)
         self.classifier = nn.Conv2d(d, num_classes, 1, bias=True)
         self.pretrained_source = "random (not loaded through build_model)"
-        for m in (self.head, self.reduce, self.fuse):
-            for mod in m.modules():
-                if isinstance(mod, nn.Conv2d):
-                    nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+        if decoder_init not in ("pytorch", "kaiming"):
+            raise ValueError(f"decoder_init must be 'pytorch' or 'kaiming', got {decoder_init!r}")
+        # Created after the rest, so a model without it draws the same random numbers as before it existed.
+        self.aux = AuxHead(backbone.c3_channels, d, num_classes) if aux_head else None
+        if decoder_init == "kaiming":
+            for m in (self.head, self.reduce, self.fuse, *([self.aux[0]] if self.aux is not None else [])):
+                for mod in m.modules():
+                    if isinstance(mod, nn.Conv2d):
+                        nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
 
     # --- parts -------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,15 +150,22 @@ class DeepLabV3Plus(nn.Module):
     # --- entry points ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, need_fp: bool = False):
         size = x.shape[-2:]
-        c1, c4 = self.encode(x)
+        with_aux = self.aux is not None and self.training
+        if with_aux:
+            c1, c3, c4 = self.backbone.stages(x)
+        else:
+            c1, c4 = self.encode(x)
         if need_fp:
             # Encoder once; decoder on clean + channel-dropped features (dropout always active here).
             c1 = torch.cat([c1, F.dropout2d(c1, 0.5, training=True)])
             c4 = torch.cat([c4, F.dropout2d(c4, 0.5, training=True)])
-            logits, _ = self.decode(c1, c4, size)
+        logits = self.decode(c1, c4, size)[0]
+        if with_aux:  # rows 0..len(x)-1 (the clean images) get aux logits
+            setattr(logits, _AUX_ATTR, self.aux(c3))
+        if need_fp:
             out, out_fp = logits.chunk(2)
             return out, out_fp
-        return self.decode(c1, c4, size)[0]
+        return logits
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c1, c4 = self.encode(x)

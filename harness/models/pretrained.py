@@ -11,7 +11,9 @@ Looked up, first match wins:
 
 A file is accepted when its stem layout matches (``conv1.0.weight`` = deep stem, ``conv1.weight`` with a 7×7
 kernel = standard stem); a file with the right layout that does not load (missing keys, wrong shapes) is an
-error rather than a silent random start. Wrappers ``{"state_dict": ...}`` / ``{"model": ...}`` and the prefixes
+error rather than a silent random start. A model that asks for weights (``model.pretrained: true``) and finds
+none is an error too (:func:`require_pretrained` checks this when a run is resolved, before any training); the
+opt-out is ``--set model.pretrained=false``, which is recorded and gets its own settings folder. Wrappers ``{"state_dict": ...}`` / ``{"model": ...}`` and the prefixes
 ``module.`` / ``backbone.`` are removed; ``fc.*`` is dropped.
 """
 
@@ -27,7 +29,8 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["ENV_VAR", "candidate_files", "read_state_dict", "load_pretrained"]
+__all__ = ["ENV_VAR", "candidate_files", "read_state_dict", "load_pretrained", "require_pretrained",
+           "weight_file_names"]
 
 ENV_VAR = "HARNESS_PRETRAINED_DIR"
 
@@ -35,6 +38,15 @@ ENV_VAR = "HARNESS_PRETRAINED_DIR"
 def _env_dirs() -> list[Path]:
     raw = os.environ.get(ENV_VAR, "")
     return [Path(p) for p in raw.split(os.pathsep) if p]
+
+
+def weight_file_names(backbone: str, deep_stem: bool, width: int = 32) -> list[str]:
+    """File names looked for in ``HARNESS_PRETRAINED_DIR``, in order."""
+    if backbone == "small":
+        return [f"small_w{width}.pth"]
+    if deep_stem:
+        return [f"{backbone}_deepstem.pth", f"{backbone}.pth"]
+    return [f"{backbone}.pth"]
 
 
 def candidate_files(backbone: str, deep_stem: bool, width: int = 32) -> tuple[list[Path], list[str]]:
@@ -45,13 +57,7 @@ def candidate_files(backbone: str, deep_stem: bool, width: int = 32) -> tuple[li
     if not dirs:
         looked.append(f"${ENV_VAR} (unset)")
     for d in dirs:
-        if backbone == "small":
-            names = [f"small_w{width}.pth"]
-        elif deep_stem:
-            names = [f"{backbone}_deepstem.pth", f"{backbone}.pth"]
-        else:
-            names = [f"{backbone}.pth"]
-        for n in names:
+        for n in weight_file_names(backbone, deep_stem, width):
             p = d / n
             looked.append(str(p))
             if p.is_file():
@@ -61,7 +67,8 @@ def candidate_files(backbone: str, deep_stem: bool, width: int = 32) -> tuple[li
         looked.append(pattern)
         found += [Path(p) for p in sorted(glob.glob(pattern))]
     elif backbone != "small":
-        looked.append("torchvision cache (skipped: torchvision weights have a 7x7 stem)")
+        looked.append(f"torchvision cache {os.path.join(torch.hub.get_dir(), 'checkpoints')} (not used: torchvision's "
+                      f"weights have a 7x7 stem, this backbone a deep stem)")
     return found, looked
 
 
@@ -103,8 +110,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _missing_message(name: str, deep_stem: bool, width: int, looked: list[str], skipped: list[str],
+                     protocol: str | None) -> str:
+    names = " or ".join(weight_file_names(name, deep_stem, width))
+    stem = " (deep stem)" if deep_stem and name != "small" else ""
+    who = f"protocol {protocol} declares" if protocol else "the model asks for"
+    where = "; ".join(looked + [f"skipped {s}" for s in skipped])
+    return (f"{who} ImageNet weights (model.pretrained: true) for its {name} backbone{stem}, but none were found. "
+            f"Looked for {names} in ${ENV_VAR} and, for a standard stem, in the torchvision cache: {where}. "
+            f"Put the file in a folder named by ${ENV_VAR}, or train from random initialisation with "
+            f"--set model.pretrained=false (recorded in the run; it gets its own settings folder and tables mark "
+            f"its rows as not using the protocol's weights)")
+
+
+def require_pretrained(name: str, deep_stem: bool, width: int = 32, protocol: str | None = None) -> None:
+    """Raise ConfigError (naming the files, the places and the opt-out) if no weight file exists for the model."""
+    deep_stem = deep_stem and name != "small"
+    files, looked = candidate_files(name, deep_stem, width)
+    if not files:
+        raise ConfigError(_missing_message(name, deep_stem, width, looked, [], protocol))
+
+
 def load_pretrained(backbone: nn.Module, name: str, deep_stem: bool, width: int = 32, enabled: bool = True) -> str:
-    """Load local ImageNet weights into ``backbone`` if available; return the ``pretrained_source`` string."""
+    """Load local ImageNet weights into ``backbone``; return the ``pretrained_source`` string. Without a usable
+    file that is an error (``enabled=False`` starts from random weights and says so)."""
     if not enabled:
         return "random (pretrained disabled)"
     files, looked = candidate_files(name, deep_stem, width)
@@ -127,5 +156,4 @@ def load_pretrained(backbone: nn.Module, name: str, deep_stem: bool, width: int 
                 f"missing keys {result.missing_keys[:5]}{'...' if len(result.missing_keys) > 5 else ''}, "
                 f"unexpected keys {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}")
         return f"imagenet: {path} (sha256 {_sha256(path)[:12]})"
-    where = "; ".join(looked + [f"skipped {s}" for s in skipped])
-    return f"random (no local weights found; looked in: {where})"
+    raise ConfigError(_missing_message(name, deep_stem and name != "small", width, looked, skipped, None))

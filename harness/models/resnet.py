@@ -1,13 +1,19 @@
 """Backbones returning ``(c1, c4)``: stride-4 low-level features and the dilated last stage.
 
 * ``resnet50`` / ``resnet101``: torchvision ResNets (bottleneck layers [3, 4, 6|23, 3]). With
-  ``deep_stem`` the 7×7 stem is replaced by the three 3×3 convolutions of ``s4mim.md`` §2.1. The parameter
+  ``deep_stem`` the 7×7 stem is replaced by the three 3×3 convolutions of the s4mim spec §2.1. The parameter
   names follow the UniMatch/iMAS layout (``conv1.{0,1,3,4,6}``, ``bn1``, ``layer1..4``), so their
   ImageNet files load as they are; the standard stem keeps torchvision's names (``conv1``, ``bn1``).
 * ``small``: a narrow ResNet-like network of BasicBlocks for CPU runs (see ``SmallBackbone``).
 
 Output stride 16: layer4 stride → dilation 2 (its first block dilation 1). Output stride 8: layer3 stride →
 dilation 2 and layer4 stride → dilation 4 (first blocks keep the previous dilation, torchvision's rule).
+``multi_grid`` multiplies layer4's block dilations by ``MULTI_GRID`` = (2, 2, 4) as the official iMAS ResNet does
+(first block: previous dilation × 2, block i: layer dilation × grid[i]): 2, 4, 8 at output stride 16 and 4, 8, 16
+at output stride 8. Only the dilation (and padding) of each block's 3×3 convolution changes, so ImageNet weights
+load the same way.
+
+``stages(x)`` returns ``(c1, c3, c4)``; ``c3`` (layer3) feeds the auxiliary head of ``DeepLabV3Plus``.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import torch
 import torchvision
 from torch import nn
 
-__all__ = ["ResNetBackbone", "SmallBackbone", "build_backbone", "DEEP_STEM_CHANNELS"]
+__all__ = ["ResNetBackbone", "SmallBackbone", "build_backbone", "DEEP_STEM_CHANNELS", "MULTI_GRID"]
 
 DEEP_STEM_CHANNELS = 128
+MULTI_GRID = (2, 2, 4)
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -34,6 +41,28 @@ def _init_conv_bn(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _set_dilation(conv: nn.Conv2d, dilation: int) -> None:
+    conv.dilation = (dilation, dilation)
+    conv.padding = (dilation, dilation)
+
+
+def apply_multi_grid(layer4: nn.Sequential, output_stride: int) -> list[int]:
+    """Set the official iMAS multi-grid dilations on layer4's 3×3 convolutions (``conv2`` of a Bottleneck,
+    ``conv1``/``conv2`` of a BasicBlock); return them. At most ``len(MULTI_GRID)`` blocks."""
+    if len(layer4) > len(MULTI_GRID):
+        raise ValueError(f"multi_grid needs at most {len(MULTI_GRID)} blocks in layer4, got {len(layer4)}")
+    base = 2 if output_stride == 16 else 4  # layer4's dilation
+    previous = base // 2  # the dilation of the layer before (its first block's, torchvision's rule)
+    dilations = [previous * MULTI_GRID[0]] + [base * g for g in MULTI_GRID[1:len(layer4)]]
+    for block, d in zip(layer4, dilations):
+        if hasattr(block, "conv3"):  # Bottleneck: the 3×3 convolution is conv2
+            _set_dilation(block.conv2, d)
+        else:  # BasicBlock: both 3×3 convolutions (the first keeps its stride)
+            _set_dilation(block.conv1, d)
+            _set_dilation(block.conv2, d)
+    return dilations
+
+
 def _dilation_flags(output_stride: int) -> list[bool]:
     if output_stride == 16:
         return [False, False, True]
@@ -45,7 +74,8 @@ def _dilation_flags(output_stride: int) -> list[bool]:
 class ResNetBackbone(nn.Module):
     """torchvision ResNet-50/101 without avgpool/fc; ``forward`` returns ``(c1, c4)``."""
 
-    def __init__(self, arch: str = "resnet101", output_stride: int = 16, deep_stem: bool = True):
+    def __init__(self, arch: str = "resnet101", output_stride: int = 16, deep_stem: bool = True,
+                 multi_grid: bool = False):
         super().__init__()
         if arch not in ("resnet50", "resnet101"):
             raise ValueError(f"unknown ResNet '{arch}'; expected resnet50 or resnet101")
@@ -75,13 +105,20 @@ class ResNetBackbone(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if multi_grid:
+            apply_multi_grid(self.layer4, output_stride)
         self.c1_channels = 256
+        self.c3_channels = 1024
         self.c4_channels = 2048
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         c1 = self.layer1(x)
-        c4 = self.layer4(self.layer3(self.layer2(c1)))
+        c3 = self.layer3(self.layer2(c1))
+        return c1, c3, self.layer4(c3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c1, _, c4 = self.stages(x)
         return c1, c4
 
 
@@ -116,7 +153,7 @@ class SmallBackbone(nn.Module):
     No ImageNet weights exist for it (``small_w<width>.pth`` in ``HARNESS_PRETRAINED_DIR`` is looked for).
     """
 
-    def __init__(self, width: int = 32, output_stride: int = 16, blocks: int = 1):
+    def __init__(self, width: int = 32, output_stride: int = 16, blocks: int = 1, multi_grid: bool = False):
         super().__init__()
         flags = _dilation_flags(output_stride)
         self.arch = "small"
@@ -140,18 +177,25 @@ class SmallBackbone(nn.Module):
                 *[_BasicBlock(cout, cout, dilation=dilation) for _ in range(blocks - 1)]))
             cin = cout
         self.layer2, self.layer3, self.layer4 = layers
+        if multi_grid:
+            apply_multi_grid(self.layer4, output_stride)
         self.c1_channels = w
+        self.c3_channels = 4 * w
         self.c4_channels = 4 * w
         _init_conv_bn(self)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c1 = self.layer1(self.maxpool(self.conv1(x)))
-        c4 = self.layer4(self.layer3(self.layer2(c1)))
+        c3 = self.layer3(self.layer2(c1))
+        return c1, c3, self.layer4(c3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c1, _, c4 = self.stages(x)
         return c1, c4
 
 
 def build_backbone(backbone: str, output_stride: int = 16, deep_stem: bool = True, width: int = 32,
-                   blocks: int = 1) -> nn.Module:
+                   blocks: int = 1, multi_grid: bool = False) -> nn.Module:
     if backbone == "small":
-        return SmallBackbone(width=width, output_stride=output_stride, blocks=blocks)
-    return ResNetBackbone(backbone, output_stride=output_stride, deep_stem=deep_stem)
+        return SmallBackbone(width=width, output_stride=output_stride, blocks=blocks, multi_grid=multi_grid)
+    return ResNetBackbone(backbone, output_stride=output_stride, deep_stem=deep_stem, multi_grid=multi_grid)

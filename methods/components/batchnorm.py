@@ -1,6 +1,6 @@
 """Freeze BatchNorm running statistics for forwards on masked inputs.
 
-Specification: ``shared/specs/s4mim.md`` §3.6 — a **harness engineering safeguard [harness]**, not
+Specification: the s4mim spec §3.6 — a **harness engineering safeguard [harness]**, not
 something stated by the S4MIM paper. The CMIM inputs are mostly zeros and the semantic-MIM inputs
 partly zeroed; forwards on them run in train mode and normalise with their own batch statistics but
 must not change the running mean/variance used at evaluation time.

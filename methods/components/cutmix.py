@@ -1,4 +1,4 @@
-"""iMAS easiness-triggered easy↔hard CutMix (imas.md §3.3, §9).
+"""iMAS easiness-triggered easy↔hard CutMix (imas spec §3.3, §9).
 
 The batch is split into consecutive groups of ``group_size`` (None = one group of the whole batch). Per
 group: one trigger draw (fires iff u < mean h, or a fixed probability), one box side ratio v, pairing
@@ -9,6 +9,14 @@ Random draws come from ``generator`` when given, else from torch's global CPU RN
 few values are then moved to the data device. ``imas_cutmix`` draws, in this order: trigger u (G),
 v (G), centre rows r (B), centre columns q (B), and (``pairing='random'`` only) one permutation key per
 image (B).
+
+Several processes (each holding a contiguous share of the global batch, as the harness loader gives it):
+when the share b is a multiple of ``group_size`` every group lies in one process and ``imas_cutmix`` runs there
+unchanged. When ``group_size`` is a multiple of b, a group spans ``group_size / b`` consecutive ranks (the
+official code's groups are its device batches; this keeps the harness's groups whatever the device count):
+``imas_cutmix_across_ranks`` draws on every rank as above with G = 1, gathers h and the draws of all ranks,
+uses the trigger u and side ratio v of the group's first rank, pairs over the whole group, and gathers the
+images (only in steps where some group fired) so that a partner on another rank can be pasted from.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ __all__ = [
     "mix_with_partners",
     "easy_hard_cutmix",
     "imas_cutmix",
+    "imas_cutmix_across_ranks",
 ]
 
 
@@ -127,6 +136,15 @@ def imas_box_from_draws(H: int, W: int, v: float, r: int, q: int) -> ImasBox:
     return ImasBox(max(r - hh, 0), min(r + hh, H), max(q - hw, 0), min(q + hw, W))
 
 
+def _boxes(H: int, W: int, v_img: Tensor, r: Tensor, q: Tensor) -> Tensor:
+    cut_h = torch.floor(H * v_img).to(torch.int64)
+    cut_w = torch.floor(W * v_img).to(torch.int64)
+    hh, hw = cut_h // 2, cut_w // 2
+    return torch.stack(
+        [(r - hh).clamp(min=0), (r + hh).clamp(max=H), (q - hw).clamp(min=0), (q + hw).clamp(max=W)], dim=1
+    )
+
+
 def imas_boxes(
     H: int,
     W: int,
@@ -143,13 +161,7 @@ def imas_boxes(
     v = lo + (hi - lo) * _rand(G, generator)
     r = _randint(H // 16, H, B, generator)
     q = _randint(W // 16, W, B, generator)
-    v_img = v.repeat_interleave(B // G)
-    cut_h = torch.floor(H * v_img).to(torch.int64)
-    cut_w = torch.floor(W * v_img).to(torch.int64)
-    hh, hw = cut_h // 2, cut_w // 2
-    boxes = torch.stack(
-        [(r - hh).clamp(min=0), (r + hh).clamp(max=H), (q - hw).clamp(min=0), (q + hw).clamp(max=W)], dim=1
-    )
+    boxes = _boxes(H, W, v.repeat_interleave(B // G), r, q)
     return boxes.to(device) if device is not None else boxes
 
 
@@ -251,3 +263,67 @@ def imas_cutmix(
         mask=mask,
         extra=mixed[3:],
     )
+
+
+def imas_cutmix_across_ranks(
+    x: Tensor,
+    y: Tensor,
+    c: Tensor,
+    h: Tensor,
+    group_size: int,
+    rank: int,
+    world: int,
+    side_range: tuple[float, float] = (0.1, 0.9),
+    trigger: str | float = "easiness",
+    pairing: str = "easy_hard",
+    generator: torch.Generator | None = None,
+    extra: Sequence[Tensor] = (),
+) -> CutMixResult:
+    """The CutMix branch for this rank's b images when a group spans ``group_size / b`` ranks (see the module
+    docstring). Every rank of the run must call it in the same step (it gathers over all of them).
+
+    Returns this rank's images as one (partial) group: ``fired`` (1,) is the group's decision, ``partners`` are
+    indices within the group (this rank's images are ``(rank % k)·b … + b − 1`` of it, k = group_size / b)."""
+    from harness.distributed import all_gather_stack
+
+    B, _, H, W = x.shape
+    if group_size <= B or group_size % B or world % (group_size // B):
+        raise ValueError(f"imas_cutmix_across_ranks: group_size {group_size} must be a multiple of the per-process "
+                         f"batch {B}, and the world size {world} a multiple of group_size / {B}")
+    k = group_size // B
+    lead = rank - rank % k  # the group's first rank
+    lo, hi = side_range
+    u = _rand(1, generator)
+    v = lo + (hi - lo) * _rand(1, generator)
+    r = _randint(H // 16, H, B, generator)
+    q = _randint(W // 16, W, B, generator)
+    keys = _rand(B, generator) if pairing == "random" else torch.zeros(B, dtype=torch.float64)
+    if pairing not in ("easy_hard", "random"):
+        raise ValueError(f"unknown pairing {pairing!r}")
+    h64 = torch.as_tensor(h).detach().reshape(-1).to(torch.float64).cpu()
+    draws = torch.cat([u.to(torch.float64), v.to(torch.float64), h64, keys]).to(x.device)
+    table = all_gather_stack(draws, world).cpu()  # world × (2 + 2B)
+    groups = table.view(world // k, k, 2 + 2 * B)
+    h_groups = groups[:, :, 2:2 + B].reshape(world // k, group_size)
+    p_groups = (h_groups.mean(dim=1) if trigger == "easiness"
+                else torch.full((world // k,), float(trigger), dtype=torch.float64))
+    fired_all = groups[:, 0, 0] < p_groups  # u of each group's first rank
+    g = rank // k
+    fired = fired_all[g:g + 1]
+    key = h_groups[g] if pairing == "easy_hard" else groups[g, :, 2 + B:].reshape(group_size)
+    mine = slice((rank - lead) * B, (rank - lead + 1) * B)
+    partners = easy_hard_partners(key)[mine].to(x.device)
+    boxes = _boxes(H, W, table[lead, 1].expand(B), r, q)
+    fired_images = fired.repeat(B).to(x.device)
+    mask = boxes_to_mask(boxes, H, W).to(x.device) & fired_images.view(B, 1, 1)
+    tensors = (x, y, c, *extra)
+    if bool(fired_all.any()):  # every rank takes this branch together: fired_all is the same everywhere
+        mixed = []
+        for t in tensors:
+            group = all_gather_stack(t, world)[lead:lead + k].reshape(group_size, *t.shape[1:])
+            m = mask.view(B, *([1] * (t.dim() - 3)), H, W) if t.dim() > 3 else mask
+            mixed.append(torch.where(m, group[partners], t))
+    else:
+        mixed = [t.clone() for t in tensors]
+    return CutMixResult(image=mixed[0], label=mixed[1], conf=mixed[2], fired=fired, fired_images=fired_images,
+                        partners=partners, boxes=boxes, mask=mask, extra=tuple(mixed[3:]))

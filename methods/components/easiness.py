@@ -1,4 +1,4 @@
-"""iMAS easiness h (imas.md §2): confident ratios, class-weighted IoU, h per image.
+"""iMAS easiness h (imas spec §2): confident ratios, class-weighted IoU, h per image.
 
 Everything is vectorised over the batch: one bincount builds the K×K confusion matrix of every image.
 Inputs are argmax maps ``P`` (long B×H×W) and max-probability maps ``m`` (float B×H×W), or probability
@@ -138,7 +138,7 @@ def easiness_terms(
     valid: Tensor | None = None,
     weighted: bool = True,
 ) -> EasinessTerms:
-    """h = (wIoU_t·ρ_t + wIoU_s·ρ_s)/2 per image with all intermediate terms (imas.md §2.2–2.5)."""
+    """h = (wIoU_t·ρ_t + wIoU_s·ρ_s)/2 per image with all intermediate terms (imas spec §2.2–2.5)."""
     P_s, m_s = _as_map(student)
     P_t, m_t = _as_map(teacher)
     P_s, m_s, P_t, m_t = map(_batched, (P_s, m_s, P_t, m_t))

@@ -1,4 +1,4 @@
-"""EMA teacher shared by mean teacher, iMAS and combined (imas.md §5, baselines.md §2).
+"""EMA teacher shared by mean teacher, iMAS and combined (imas spec §5, baselines spec §2).
 
 The teacher is a deep copy of the student (parameters and buffers), receives no gradient and is always
 used in eval mode. ``update`` averages parameters and floating-point buffers
@@ -96,7 +96,7 @@ def imas_decay(
     zero_first_epoch: bool = True,
     sup_only_epochs: int = 0,
 ) -> float:
-    """iMAS EMA decay after step ``i`` (0-based global index) with ``iters_per_epoch`` = L (imas.md §5).
+    """iMAS EMA decay after step ``i`` (0-based global index) with ``iters_per_epoch`` = L (imas spec §5).
 
     s = ``sup_only_epochs``: α = 0 while epoch ≤ s (``zero_first_epoch``; while epoch < s otherwise), then
     min(1 − 1/(i − L·s + 1), cap). With s = 0: 0 during epoch 0, then min(1 − 1/(i + 1), cap).

@@ -1,6 +1,6 @@
 """Feature aggregation (FA): pull masked-part features of a class towards its visible-part features.
 
-Specification: ``shared/specs/s4mim.md`` §3.4 and ``shared/specs/combined.md`` §4.
+Specification: the s4mim spec §3.4 and the combined spec §4.
 
 Status: the abstract only says FA "minimizes the distances between features corresponding to the
 masked and visible parts within the same class". **Everything concrete here is the harness's
@@ -58,7 +58,7 @@ def prototype_alignment_per_sample(
     distance: str = "cosine",
     stop_grad_visible: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class-sample FA loss [interp, s4mim.md §3.4].
+    """Per-class-sample FA loss [interp, s4mim spec §3.4].
 
     ``features`` N×C×h×w (the features of each class-sample's forward), ``mask``/``region`` bool
     N×H×W at input resolution (pooled here to h×w). ``level='prototype'``: ``d(μ^m, sg μ^v)``;

@@ -1,8 +1,8 @@
 """Pseudo-label and consistency losses shared by the method plugins.
 
-- iMAS (imas.md §3.1): per-image thresholded CE normalised by all H·W pixels, weighted by easiness h.
-- UniMatch / FixMatch / S4MIM (s4mim.md §2.4): Σ [c ≥ τ]·[V]·CE / Σ [V] over the batch.
-- Mean teacher (baselines.md §2): squared distance of softmax vectors over valid pixels, sigmoid ramp-up.
+- iMAS (imas spec §3.1): per-image thresholded CE normalised by all H·W pixels, weighted by easiness h.
+- UniMatch / FixMatch / S4MIM (s4mim spec §2.4): Σ [c ≥ τ]·[V]·CE / Σ [V] over the batch.
+- Mean teacher (baselines spec §2): squared distance of softmax vectors over valid pixels, sigmoid ramp-up.
 
 Pseudo-labels, confidences, validity masks and h are treated as constants (detached). ``≥ τ`` is inclusive.
 """
@@ -98,7 +98,7 @@ def thresholded_ce_per_image(
     valid: Tensor | None = None,
     ignore_index: int = 255,
 ) -> Tensor:
-    """(B,) per-image Σ_j [c ≥ τ](∧ V)·CE_j / denominator (imas.md §3.1; default: all H·W pixels)."""
+    """(B,) per-image Σ_j [c ≥ τ](∧ V)·CE_j / denominator (imas spec §3.1; default: all H·W pixels)."""
     _check_norm(normalization)
     ce = pixel_ce(logits, pseudo, ignore_index)
     return reduce_ce_per_image(ce, confident_mask(conf, tau, valid), normalization, valid)
@@ -136,7 +136,7 @@ def imas_unsup_loss(
     normalization: str = "all_pixels",
     valid: Tensor | None = None,
 ) -> Tensor:
-    """iMAS L(z, ŷ, c, h) = (1/B) Σ_i h_i·(1/(H·W)) Σ_j [c ≥ τ]·CE (imas.md §3.1)."""
+    """iMAS L(z, ŷ, c, h) = (1/B) Σ_i h_i·(1/(H·W)) Σ_j [c ≥ τ]·CE (imas spec §3.1)."""
     return easiness_weighted_mean(
         thresholded_ce_per_image(logits, pseudo, conf, tau, normalization, valid), h
     )

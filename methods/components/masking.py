@@ -1,6 +1,6 @@
 """Patch masks and the class partition used by the masked-image-modeling terms (S4MIM, combined).
 
-Specification: ``shared/specs/s4mim.md`` §3.1–§3.2 and ``shared/specs/combined.md`` §3.
+Specification: the s4mim spec §3.1–§3.2 and the combined spec §3.
 
 Status of what is implemented here:
 
@@ -15,7 +15,7 @@ Status of what is implemented here:
   device, CPU for the global RNG, then moved to the data device); the K_max sampling only draws
   random numbers when some image has more than ``K_max`` eligible classes.
 
-Nothing here is part of the exact UniMatch base (s4mim.md §2).
+Nothing here is part of the exact UniMatch base (s4mim spec §2).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def patch_mask(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``B`` independent patch masks (bool B×H×W, True = masked) [interp, s4mim.md §3.2].
+    """``B`` independent patch masks (bool B×H×W, True = masked) [interp, s4mim spec §3.2].
 
     A grid of ⌈H/P⌉×⌈W/P⌉ cells, each masked independently with probability ``ratio``; pixel (y, x)
     is masked iff its cell (⌊y/P⌋, ⌊x/P⌋) is (cells on the right/bottom border may be partial).
@@ -108,7 +108,7 @@ def class_partition(
     max_samples: int | None = None,
     generator: torch.Generator | None = None,
 ) -> ClassSamples:
-    """Class-samples of a batch from an argmax map [interp, s4mim.md §3.1].
+    """Class-samples of a batch from an argmax map [interp, s4mim spec §3.1].
 
     ``pseudo`` long B×H×W (class per pixel; values on invalid pixels are ignored), ``valid`` bool
     B×H×W. Class k of image b is eligible iff ``|R_bk| ≥ max(1, min_fraction·|V_b|)`` with
@@ -185,7 +185,7 @@ def class_sample_masks(
     num_images: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Patch masks of the class-samples, bool N×H×W [interp, s4mim.md §3.2].
+    """Patch masks of the class-samples, bool N×H×W [interp, s4mim spec §3.2].
 
     ``per_class_sample=True`` (default): an independent mask per class-sample. False (option
     ``cmim.mask_per_class_sample: false``): one mask per image (``num_images`` of them are drawn),

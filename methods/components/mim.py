@@ -1,6 +1,6 @@
 """Class-wise masked image modeling (CMIM): inputs, reconstruction head and per-sample loss.
 
-Specification: ``shared/specs/s4mim.md`` §3.3 (CMIM) and ``shared/specs/combined.md`` §4.
+Specification: the s4mim spec §3.3 (CMIM) and the combined spec §4.
 
 Status: **everything in this module is the harness's interpretation [interp] of the S4MIM abstract**
 (no official code exists). The abstract fixes only that the target is pixels and that each class
@@ -139,7 +139,7 @@ def reconstruction_loss_per_sample(
     loss: str = "l1",
     batch_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ℓ_rec = Σ_i M_i·R_i·‖x̂_i − x_i‖₁ / (3·Σ_i M_i·R_i)`` per sample [interp, s4mim.md §3.3].
+    """``ℓ_rec = Σ_i M_i·R_i·‖x̂_i − x_i‖₁ / (3·Σ_i M_i·R_i)`` per sample [interp, s4mim spec §3.3].
 
     ``x_hat`` N×3×H×W, ``region``/``mask`` bool N×H×W, ``target`` N×3×H×W — or B×3×H×W together with
     ``batch_index`` (N,), then ``target[batch_index]`` is used. ``loss='l2'``: squared error, same

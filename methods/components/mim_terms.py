@@ -1,13 +1,13 @@
 """The S4MIM loss terms as one block, shared by the ``s4mim`` and ``combined`` plugins.
 
-Specification: ``shared/specs/s4mim.md`` §3 and ``shared/specs/combined.md`` §3–§5.
+Specification: the s4mim spec §3 and the combined spec §3–§5.
 
 **Status: harness interpretation [interp].** Only the S4MIM abstract is available (no official code): it fixes
 that the MIM target is pixels, that class-wise MIM reconstructs each class region independently, that feature
 aggregation pulls masked-part features of a class towards its visible-part features, and that a third MIM term
 acts in "semantic space". Everything concrete here (partition from an argmax, patch masks and their sizes,
 reconstruction head, loss forms, BN freezing, weights, presets) is this project's interpretation, documented in
-``s4mim.md``.
+the s4mim spec.
 
 What this module holds:
 
@@ -95,7 +95,7 @@ PRESETS: dict[str, tuple[bool, bool, bool, str]] = {
 
 
 # ---------------------------------------------------------------------------------------------------
-# Configuration (s4mim.md §3.8)
+# Configuration (s4mim spec §3.8)
 
 
 class CMIMSettings(MethodConfig):
@@ -175,7 +175,7 @@ class ResolvedMIM:
 
 
 def default_mask_settings(crop_size: int) -> tuple[tuple[int, float], tuple[int, float]]:
-    """((P, r) of CMIM, (P', r') of semantic MIM) for a crop size (s4mim.md §3.2; small crops scaled [harness])."""
+    """((P, r) of CMIM, (P', r') of semantic MIM) for a crop size (s4mim spec §3.2; small crops scaled [harness])."""
     if crop_size > 513:
         return (64, 0.5), (64, 0.7)
     if crop_size > 321:
@@ -304,7 +304,7 @@ def compute_mim_terms(
     raw: torch.Tensor | None = None,
     labeled: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> MIMTerms:
-    """The S4MIM terms of one unlabeled batch (s4mim.md §3.1–§3.6), unreduced.
+    """The S4MIM terms of one unlabeled batch (s4mim spec §3.1–§3.6), unreduced.
 
     ``model``: the student (train mode); ``head``: the reconstruction head (needed iff ``cfg.rec``);
     ``x`` B×3×H×W normalised weak images; ``pseudo``/``conf`` B×H×W the pseudo-labels (argmax, no threshold, for

@@ -1,6 +1,6 @@
 """Masked image modeling in semantic space (semantic MIM).
 
-Specification: ``shared/specs/s4mim.md`` §3.5 and ``shared/specs/combined.md`` §3–§4.
+Specification: the s4mim spec §3.5 and the combined spec §3–§4.
 
 Status: the abstract only says MIM is explored "in semantic space ... to enhance regularization".
 **The reading implemented here is the harness's interpretation [interp]** (as in MIC / MaskMatch):

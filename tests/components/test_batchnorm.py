@@ -1,4 +1,4 @@
-"""BN running-statistics freeze for masked forwards (s4mim.md §3.6)."""
+"""BN running-statistics freeze for masked forwards (s4mim spec §3.6)."""
 
 import copy
 

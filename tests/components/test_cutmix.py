@@ -1,4 +1,4 @@
-"""Tests of methods/components/cutmix.py (imas.md §3.3, §9, E8, E9)."""
+"""Tests of methods/components/cutmix.py (imas spec §3.3, §9, E8, E9)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Tests of methods/components/easiness.py (imas.md §2, E1–E5)."""
+"""Tests of methods/components/easiness.py (imas spec §2, E1–E5)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Tests of methods/components/ema.py (imas.md §5, E10; baselines.md §2)."""
+"""Tests of methods/components/ema.py (imas spec §5, E10; baselines spec §2)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Feature aggregation (s4mim.md §3.4, W3; combined.md §8 L_fa^h)."""
+"""Feature aggregation (s4mim spec §3.4, W3; combined spec §8 L_fa^h)."""
 
 import math
 
@@ -92,7 +92,7 @@ def test_modes_and_combined_weighting():
     # shared: one feature map per image; same features for both classes
     shared = feature_aggregation_losses("shared", feats[:1], s, masks[:1], min_weight=0.5)
     assert shared.values.shape == (2,) and shared.batch_index.tolist() == [0, 0]
-    # combined.md §8: image 1 has a class-sample that is not used (fully masked)
+    # combined spec §8: image 1 has a class-sample that is not used (fully masked)
     values = torch.cat([out.values, torch.zeros(1)])
     used = torch.cat([out.used, torch.tensor([False])])
     extra, extra_used = prototype_alignment_per_sample(

@@ -1,4 +1,4 @@
-"""Tests of methods/components/losses.py (imas.md E6, s4mim.md W5, baselines.md §2)."""
+"""Tests of methods/components/losses.py (imas spec E6, s4mim spec W5, baselines spec §2)."""
 
 import math
 
@@ -92,7 +92,7 @@ def test_w5_unimatch_normaliser():
     assert num.tolist() == pytest.approx([0.4]) and counts.tolist() == [3.0]
     assert unimatch_unsup_loss(logits, pseudo, W5_CONF, W5_VALID, 0.95).item() == pytest.approx(0.4 / 3)
     assert unimatch_unsup_loss(logits, pseudo, W5_CONF, W5_VALID, 0.0).item() == pytest.approx(1.1 / 3)
-    # batch: Σ numerators / Σ valid counts (combined.md worked example, unweighted: 1.2/7)
+    # batch: Σ numerators / Σ valid counts (combined spec worked example, unweighted: 1.2/7)
     ce2 = torch.cat([W5_CE, torch.full((1, 2, 2), 0.2, dtype=torch.float64)])
     conf2 = torch.cat([W5_CONF, torch.ones(1, 2, 2)])
     valid2 = torch.cat([W5_VALID, torch.ones(1, 2, 2, dtype=torch.bool)])

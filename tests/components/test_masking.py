@@ -1,4 +1,4 @@
-"""Patch masks and class partition (s4mim.md §3.1–3.2, worked examples W1 and W4)."""
+"""Patch masks and class partition (s4mim spec §3.1–3.2, worked examples W1 and W4)."""
 
 import pytest
 import torch

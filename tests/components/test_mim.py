@@ -1,4 +1,4 @@
-"""CMIM inputs, reconstruction head and loss (s4mim.md §3.3, W1, W2; combined.md §8 L_rec^h)."""
+"""CMIM inputs, reconstruction head and loss (s4mim spec §3.3, W1, W2; combined spec §8 L_rec^h)."""
 
 import pytest
 import torch

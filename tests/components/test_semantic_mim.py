@@ -1,4 +1,4 @@
-"""Semantic-space MIM (s4mim.md §3.5, W5; combined.md §8 L_sem^h)."""
+"""Semantic-space MIM (s4mim spec §3.5, W5; combined spec §8 L_sem^h)."""
 
 import math
 

@@ -60,12 +60,12 @@ def _run_cli(args, site):
 
 def test_a_plugin_that_failed_to_load_is_named_where_its_method_is_used(tmp_path):
     # a typo in the entry point's module: the method's name is the entry point's name
-    _fake_distribution(tmp_path, "fixmatch", "", "fixmatch_mod")
-    (tmp_path / "fixmatch-0.1.dist-info" / "entry_points.txt").write_text("[harness]\nfixmatch = fixmatch_mdo\n")
-    out = _run_cli(["run", "--method", "fixmatch", "--protocol", "synthetic-100"], tmp_path)
+    _fake_distribution(tmp_path, "flexmatch", "", "flexmatch_mod")
+    (tmp_path / "flexmatch-0.1.dist-info" / "entry_points.txt").write_text("[harness]\nflexmatch = flexmatch_mdo\n")
+    out = _run_cli(["run", "--method", "flexmatch", "--protocol", "synthetic-100"], tmp_path)
     assert out.returncode == 2
-    assert "unknown method 'fixmatch'" in out.stderr
-    assert "failed to load" in out.stderr and "No module named 'fixmatch_mdo'" in out.stderr
+    assert "unknown method 'flexmatch'" in out.stderr
+    assert "failed to load" in out.stderr and "No module named 'flexmatch_mdo'" in out.stderr
     assert "Traceback" not in out.stderr
 
 

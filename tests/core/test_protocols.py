@@ -1,4 +1,4 @@
-"""Protocol files: the shipped benchmarks match benchmarks.md, and bad files get precise errors."""
+"""Protocol files: the shipped benchmarks match benchmarks spec, and bad files get precise errors."""
 
 from pathlib import Path
 
@@ -18,7 +18,7 @@ def registry():
     return r
 
 
-# benchmarks.md §5: T = epochs × ⌊N_u/8⌋
+# benchmarks spec §5: T = epochs × ⌊N_u/8⌋
 EXPECTED_T = {
     "voc-92": 104_880, "voc-183": 103_920, "voc-366": 102_160, "voc-732": 98_480, "voc-1464": 91_120,
     "voc-blended-662": 99_200, "voc-u2pl-662": 99_200, "voc-blended-1323": 92_560, "voc-u2pl-1323": 92_560,

@@ -12,7 +12,7 @@ from harness.errors import DataError
 from harness.protocols import SplitFile
 from tests.data.layouts import make_protocol, write_split_file
 
-# entries per file (benchmarks.md §3)
+# entries per file (benchmarks spec §3)
 COUNTS = {
     "pascal/train_aug.txt": 10582, "pascal/val.txt": 1449, "cityscapes/val.txt": 500,
     "pascal/92/labeled.txt": 92, "pascal/92/unlabeled.txt": 10490, "pascal/183/labeled.txt": 183,

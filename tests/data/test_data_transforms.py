@@ -1,4 +1,4 @@
-"""Weak augmentation geometry (benchmarks.md §5) and normalisation."""
+"""Weak augmentation geometry (benchmarks spec §5) and normalisation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation modes and window arithmetic (benchmarks.md §6)."""
+"""Evaluation modes and window arithmetic (benchmarks spec §6)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Dataset-level confusion matrix and mIoU: the worked example of benchmarks.md §7."""
+"""Dataset-level confusion matrix and mIoU: the worked example of benchmarks spec §7."""
 
 import math
 

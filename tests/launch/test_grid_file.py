@@ -165,3 +165,14 @@ def test_slurm_parameters_reach_the_sbatch_script(tmp_path, monkeypatch):
     small = slurm_parameters(SlurmOptions(mem_gb=0.5, nproc=2), "g")
     assert small["mem"] == "512MB" and small["ntasks_per_node"] == 2 and "gpus_per_node" not in small
     assert "partition" not in small  # the cluster's default partition
+
+
+def test_shipped_grids_are_found_by_name(tmp_path, monkeypatch):
+    from harness.grids import grid_path
+    from harness.resources import grids_dir
+
+    monkeypatch.chdir(tmp_path)  # no benchmarks/ folder here
+    assert grid_path("voc-classic") == grids_dir() / "voc-classic.yaml"
+    assert load_grid("voc-classic.yaml").name == "voc-classic"
+    with pytest.raises(ConfigError, match="shipped grids, usable by name: .*synthetic-smoke"):
+        load_grid("no-such-grid")

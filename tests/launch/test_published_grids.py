@@ -14,6 +14,16 @@ from harness.grids import expand, load_grid, validate_runs
 from harness.runner import resolve
 
 GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
+
+
+@pytest.fixture(autouse=True)
+def weight_files(tmp_path, monkeypatch):
+    """The ImageNet files the protocols declare, as a cluster has them (resolving checks they exist)."""
+    d = tmp_path / "pretrained"
+    d.mkdir()
+    for name in ("resnet101_deepstem.pth", "resnet50_deepstem.pth"):
+        (d / name).write_bytes(b"")
+    monkeypatch.setenv("HARNESS_PRETRAINED_DIR", str(d))
 METHODS = ["supervised", "mean_teacher", "unimatch", "imas", "s4mim", "combined"]
 
 PUBLISHED = {
@@ -99,3 +109,57 @@ def test_synthetic_grids_expand_and_share_run_folders(name, tmp_path):
     if name == "s4mim-ablation":
         assert {d for d in ssl if "/imas/" in d} <= mine  # its iMAS runs are the comparison's
         assert len({r.run_dir for r in runs if r.spec.method == "s4mim"}) == 9  # three distinct S4MIM variants
+
+
+# The official iMAS recipe (imas spec §8.1) as protocols and the iMAS README's tables as a grid.
+OFFICIAL = {  # id prefix: (backbone, output stride, aux head, crop, lr, head x, weight decay, loss, tau, group)
+    "voc-imas-official-": ("resnet101", 16, False, 513, 0.001, 10.0, 1e-4, "ce", 0.95, 4),
+    "voc-blended-imas-official-": ("resnet101", 16, False, 513, 0.001, 10.0, 1e-4, "ce", 0.95, 4),
+    "voc-blended-imas-official-r50-": ("resnet50", 16, False, 513, 0.001, 10.0, 1e-4, "ce", 0.95, 4),
+    "cityscapes-imas-official-": ("resnet50", 16, True, 769, 0.01, 1.0, 5e-4, "ohem", 0.7, 4),
+    "cityscapes-imas-official-os8-": ("resnet50", 8, True, 769, 0.01, 1.0, 5e-4, "ohem", 0.7, 2),
+}
+
+
+def test_official_imas_protocols_follow_the_released_recipe():
+    from harness.plugins import get_plugin_manager
+
+    protocols = get_plugin_manager().protocols
+    base = {p.splits.labeled.path: p for p in protocols if "official" not in p.id and p.dataset != "synthetic"}
+    seen = 0
+    for p in protocols:
+        if "imas-official" not in p.id:
+            continue
+        prefix = max((k for k in OFFICIAL if p.id.startswith(k)), key=len)
+        bb, os_, aux, crop, lr, mult, wd, loss, tau, group = OFFICIAL[prefix]
+        m, b = p.model, p.budget
+        assert (m.backbone, m.output_stride, m.aux_head, m.multi_grid, m.deep_stem, m.pretrained, m.decoder_init) == (
+            bb, os_, aux, True, True, True, "pytorch")
+        assert not aux or m.aux_weight == 0.4
+        assert (p.crop_size, b.lr, b.head_lr_mult, b.weight_decay, b.batch_labeled, b.batch_unlabeled) == (
+            crop, lr, mult, wd, 16, 16)
+        assert b.epochs == (80 if p.dataset == "voc" else 240)
+        assert p.supervised_loss.type == loss
+        if loss == "ohem":
+            assert (p.supervised_loss.thresh, p.supervised_loss.min_kept, p.supervised_loss.group) == (
+                0.7, 100_000, group)
+            assert (p.eval.mode, p.eval.window, p.eval.stride) == ("slide_truncated", 769, 512)
+        else:
+            assert p.eval.mode == "whole"
+        assert p.method_settings["imas"] == {"tau": tau, "lambda_u": 3.0, "ema_decay": 0.996, "group_size": group}
+        # the split lists and checksums of the harness protocol on the same lists
+        ref = base[p.splits.labeled.path]
+        assert (p.splits, p.family, p.labeled_count) == (ref.splits, ref.family, ref.labeled_count)
+        seen += 1
+    assert seen == 5 + 3 + 3 + 4 + 4
+
+
+def test_official_imas_grid_expands_and_validates_on_its_gpus(tmp_path, fake_slurm, capsys):
+    grid = load_grid(GRIDS / "imas-official.yaml")
+    runs = expand(grid, out=str(tmp_path))
+    assert grid.methods == ["supervised", "imas"] and len(runs) == 60
+    assert validate_runs(runs, world_size=grid.slurm.gpus_per_task) == []
+    stated = re.search(r"Cost: ([\d,]+) training steps", (GRIDS / "imas-official.yaml").read_text())
+    assert int(stated.group(1).replace(",", "")) == sum(resolve(r.spec).total_steps for r in runs)
+    assert main(["grid", "imas-official", "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    assert "grid imas-official: 60 runs, 60 to run with the slurm executor" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Tests of the combined plugin (methods/combined.py, combined.md §7–§8): iMAS + S4MIM terms (harness-defined)."""
+"""Tests of the combined plugin (methods/combined.py, combined spec §7–§8): iMAS + S4MIM terms (harness-defined)."""
 
 import math
 
@@ -123,7 +123,7 @@ def test_easiness_weighting_of_the_terms(monkeypatch):
 
 
 def test_worked_example_of_the_spec():
-    # combined.md §8: image 0 has ℓ_rec = 2.5, 35/3; image 1 has 1.0; h = [0.5, 0.8]
+    # combined spec §8: image 0 has ℓ_rec = 2.5, 35/3; image 1 has 1.0; h = [0.5, 0.8]
     h = torch.tensor([0.5, 0.8])
     rec = SampleLosses(torch.tensor([2.5, 35 / 3, 1.0]), torch.tensor([True, True, True]), torch.tensor([0, 0, 1]))
     fa = SampleLosses(torch.tensor([0.5527864, 0.0513167, 0.0]), torch.tensor([True, True, False]),

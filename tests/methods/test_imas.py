@@ -1,4 +1,4 @@
-"""Tests of the iMAS plugin (methods/imas.py, imas.md §10, §13, §14)."""
+"""Tests of the iMAS plugin (methods/imas.py, imas spec §10, §13, §14)."""
 
 import copy
 import io

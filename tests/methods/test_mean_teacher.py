@@ -1,4 +1,4 @@
-"""Tests of the mean-teacher plugin (methods/mean_teacher.py, baselines.md §2)."""
+"""Tests of the mean-teacher plugin (methods/mean_teacher.py, baselines spec §2)."""
 
 import copy
 import math

@@ -1,6 +1,6 @@
 """Tests of the S4MIM plugin (methods/s4mim.py) and the shared MIM-terms block (methods/components/mim_terms.py).
 
-S4MIM is the harness's interpretation (s4mim.md §3); these tests check the interpretation as specified.
+S4MIM is the harness's interpretation (s4mim spec §3); these tests check the interpretation as specified.
 """
 
 import copy

@@ -1,4 +1,4 @@
-"""Tests of the UniMatch plugin (methods/unimatch.py, s4mim.md §2.3–2.4).
+"""Tests of the UniMatch plugin (methods/unimatch.py, s4mim spec §2.3–2.4).
 
 Also holds the small fixtures the S4MIM and combined tests import (tiny model, 2 labeled + 4 unlabeled 32×32 crops).
 """

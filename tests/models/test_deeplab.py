@@ -1,4 +1,4 @@
-"""DeepLabV3+ structure and API (s4mim.md §2.1)."""
+"""DeepLabV3+ structure and API (s4mim spec §2.1)."""
 
 import pytest
 import torch
@@ -11,7 +11,8 @@ K = 5
 
 def small(os_=16, d=64, **kw):
     torch.manual_seed(0)
-    return build_model(ModelSpec(backbone="small", output_stride=os_, width=8, decoder_channels=d, **kw), K)
+    return build_model(ModelSpec(backbone="small", output_stride=os_, width=8, decoder_channels=d, pretrained=False,
+                                 **kw), K)
 
 
 @pytest.mark.parametrize("os_", [16, 8])

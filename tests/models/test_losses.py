@@ -1,4 +1,4 @@
-"""Supervised losses: CE with ignore and OHEM per group (benchmarks.md §5)."""
+"""Supervised losses: CE with ignore and OHEM per group (benchmarks spec §5)."""
 
 import math
 

@@ -23,13 +23,14 @@ def test_pretrained_disabled(no_weights):
     assert m.pretrained_source == "random (pretrained disabled)"
 
 
-def test_nothing_found_is_random_and_says_where(no_weights, tmp_path, monkeypatch):
+def test_nothing_found_is_an_error_that_says_where_and_how_to_opt_out(no_weights, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("HARNESS_PRETRAINED_DIR", str(empty))
-    m = build_model(ModelSpec(backbone="small"), 3)
-    assert m.pretrained_source.startswith("random (no local weights found; looked in: ")
-    assert str(empty / "small_w32.pth") in m.pretrained_source
+    with pytest.raises(ConfigError) as err:
+        build_model(ModelSpec(backbone="small"), 3)
+    msg = str(err.value)
+    assert str(empty / "small_w32.pth") in msg and "--set model.pretrained=false" in msg
 
 
 def _fake_state(deep_stem: bool, seed: int) -> dict:
@@ -43,9 +44,8 @@ def test_deep_stem_file_loads_and_standard_file_is_skipped(no_weights, tmp_path,
     monkeypatch.setenv("HARNESS_PRETRAINED_DIR", str(d))
     # A standard-stem file under the plain name does not serve a deep-stem backbone.
     torch.save(_fake_state(False, 1), d / "resnet50.pth")
-    m = build_model(ModelSpec(backbone="resnet50"), 3)
-    assert m.pretrained_source.startswith("random (no local weights found")
-    assert "skipped" in m.pretrained_source and "resnet50.pth" in m.pretrained_source
+    with pytest.raises(ConfigError, match=r"skipped .*resnet50\.pth \(stem layout 'standard', need 'deep'\)"):
+        build_model(ModelSpec(backbone="resnet50"), 3)
     # The deep-stem file, wrapped and prefixed as DDP checkpoints are, with an fc layer, loads exactly.
     sd = _fake_state(True, 2)
     wrapped = {"state_dict": {"module." + k: v for k, v in sd.items()}}
@@ -66,8 +66,8 @@ def test_torchvision_cache_only_for_standard_stem(no_weights, monkeypatch):
     m = build_model(ModelSpec(backbone="resnet50", deep_stem=False), 3)
     assert m.pretrained_source.startswith(f"imagenet: {path}")
     torch.testing.assert_close(m.backbone.conv1.weight, sd["conv1.weight"])
-    m = build_model(ModelSpec(backbone="resnet50", deep_stem=True), 3)
-    assert m.pretrained_source.startswith("random (no local weights found")
+    with pytest.raises(ConfigError, match="resnet50_deepstem.pth or resnet50.pth"):
+        build_model(ModelSpec(backbone="resnet50", deep_stem=True), 3)
 
 
 def test_incompatible_file_is_an_error(no_weights, tmp_path, monkeypatch):

@@ -447,3 +447,28 @@ def test_curve_panels_one_per_signal_total_loss_first():
                        "train.lr": [0.1], "train.w_cons": [0.5], "method.h_mean": [0.3], "train.loss_u": [None]})
     keys = [k for k, _ in _signal_panels(df)]
     assert keys == ["miou", "student_miou", "train.loss", "train.loss_x", "method.h_mean", "train.w_cons"]
+
+
+def test_rows_without_the_protocols_weights_are_marked(tmp_path):
+    from harness.results import load_results
+    from harness.tables import WEIGHTS_MARK, build_per_class, build_table, render
+
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "supervised", "voc-92", seed, 60 + seed,
+                  pretrained_source="imagenet: /w/resnet101_deepstem.pth (sha256 0123456789ab)")
+        write_run(root, "unimatch", "voc-92", seed, 70 + seed, pretrained_source="imagenet: /w/x.pth")
+        write_run(root, "supervised", "synthetic-100", seed, 40, pretrained_source="random (pretrained disabled)")
+    # one seed of iMAS from random weights on a protocol that declares ImageNet weights
+    write_run(root, "imas", "voc-92", 0, 71, pretrained_source="imagenet: /w/x.pth")
+    write_run(root, "imas", "voc-92", 1, 50, pretrained_source="random (pretrained disabled)")
+    write_run(root, "imas", "voc-92", 0, 49, overrides={"model.pretrained": False},
+              pretrained_source="random (pretrained disabled)")
+    table = build_table(load_results([root], warn=False))
+    labels = {r.label for r in table.rows if r.kind == "harness"}
+    assert "Supervised" in labels and "UniMatch" in labels  # ImageNet runs; synthetic declares no weights
+    assert f"iMAS {WEIGHTS_MARK}" in labels and f"iMAS [model.pretrained=False] {WEIGHTS_MARK}" in labels
+    text = render(table, "markdown")
+    assert f"{WEIGHTS_MARK} iMAS: runs on voc-92 started from random weights" in text
+    per_class = build_per_class(load_results([root], warn=False), "voc-92")
+    assert any(r.label.endswith(WEIGHTS_MARK) and r.method == "imas" for r in per_class.rows)
