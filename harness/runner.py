@@ -25,7 +25,8 @@ from .method import MethodConfig
 from .plugins import MethodInfo, get_plugin_manager
 from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
 
-RUN_OPTIONS = ("channels_last", "precision")
+RUN_OPTION_DEFAULTS = {"channels_last": False, "precision": "fp32"}
+RUN_OPTIONS = tuple(RUN_OPTION_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,67 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def settings_hash(overrides: dict[str, Any]) -> str:
-    """Folder name of a settings variant: ``default`` or a short hash of the canonical overrides."""
-    if not overrides:
+def _hash(doc: dict[str, Any]) -> str:
+    if not doc:
         return "default"
-    canon = json.dumps(overrides, sort_keys=True, default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def run_dir(spec: RunSpec) -> Path:
-    return Path(spec.out) / spec.protocol / spec.method / settings_hash(spec.overrides) / f"seed{spec.seed}"
+def literal_settings_hash(overrides: dict[str, Any]) -> str:
+    """The hash of the ``--set`` text as given: the folder of a run whose settings cannot be resolved (an
+    invalid run of a grid, which records its failure there), and the folder name of harness versions before
+    the settings were normalised."""
+    return _hash(overrides)
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differences(default: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
+    a, b = _flatten(default), _flatten(actual)
+    return {k: b[k] for k in sorted(b) if k not in a or a[k] != b[k]}
+
+
+def normalised_settings(r: "ResolvedRun") -> dict[str, Any]:
+    """What a run's settings change from the defaults, after validation: ``{"protocol": {"budget.iterations":
+    60}, "method": {"tau": 0.9}, "run": {"precision": "bf16"}}`` (empty sections left out).
+
+    The defaults are the protocol's own values and the method's config built from the protocol's
+    ``method_settings``; values are compared as the pydantic models hold them, so ``budget.iterations=60`` and
+    ``=60.0`` are one setting, and ``tau=0.95`` where 0.95 is the default is no setting at all. Execution facts
+    that do not change what is computed in expectation (threads, workers, device, checkpoint cadence) are not
+    settings; they are recorded in ``config.json`` and checked on resume."""
+    doc: dict[str, Any] = {}
+    base, new = r.base_protocol.model_dump(mode="json"), r.protocol.model_dump(mode="json")
+    proto = _differences({k: base[k] for k in OVERRIDABLE_SECTIONS}, {k: new[k] for k in OVERRIDABLE_SECTIONS})
+    method = _differences(r.base_config.model_dump(mode="json"), r.config.model_dump(mode="json"))
+    run = {k: v for k, v in sorted(r.options.items()) if v != RUN_OPTION_DEFAULTS[k]}
+    for name, section in (("protocol", proto), ("method", method), ("run", run)):
+        if section:
+            doc[name] = section
+    return doc
+
+
+def settings_hash(r: "ResolvedRun") -> str:
+    """Folder name of a settings variant: ``default``, or a short hash of :func:`normalised_settings`."""
+    return _hash(normalised_settings(r))
+
+
+def run_dir(spec: RunSpec, resolved: "ResolvedRun | None" = None) -> Path:
+    """``<out>/<protocol>/<method>/<settings hash>/seed<k>``; a spec that cannot be resolved (unknown
+    method, invalid value) is placed by the hash of its literal overrides."""
+    try:
+        folder = settings_hash(resolved or resolve(spec))
+    except HarnessError:
+        folder = literal_settings_hash(spec.overrides)
+    return Path(spec.out) / spec.protocol / spec.method / folder / f"seed{spec.seed}"
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -97,14 +149,19 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any]) -> MethodConfig:
-    """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors."""
+def default_method_config(info: MethodInfo, protocol: Protocol) -> MethodConfig:
+    """Method defaults ← the protocol's per-method settings."""
     fixed = protocol.method_settings.get(info.name, {})
     try:
-        base = info.cls.Config.model_validate(fixed)
+        return info.cls.Config.model_validate(fixed)
     except pydantic.ValidationError as exc:
         raise ConfigError(f"protocol {protocol.id} ({protocol.source}): method_settings for '{info.name}' are "
                           f"invalid: {_format_validation(exc)}") from None
+
+
+def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any]) -> MethodConfig:
+    """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors."""
+    base = default_method_config(info, protocol)
     data = _merge(base.model_dump(), _nest(method_overrides))
     try:
         return info.cls.Config.model_validate(data)
@@ -123,6 +180,8 @@ class ResolvedRun:
     config: MethodConfig
     total_steps: int
     options: dict[str, Any]
+    base_protocol: Protocol          # the protocol as registered, before ``--set``
+    base_config: MethodConfig        # the method's defaults on this protocol, before ``--set``
 
 
 def resolve(spec: RunSpec) -> ResolvedRun:
@@ -138,7 +197,10 @@ def resolve(spec: RunSpec) -> ResolvedRun:
     if options.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"run.precision (--precision) must be one of {', '.join(PRECISIONS)}, got "
                           f"{options['precision']!r}")
+    if not isinstance(options.get("channels_last", False), bool):
+        raise ConfigError(f"run.channels_last must be true or false, got {options['channels_last']!r}")
     method_over = {k: v for k, v in spec.overrides.items() if k not in proto_over and not k.startswith("run.")}
+    base_protocol = protocol
     if proto_over:
         protocol = protocol.with_overrides(proto_over)
     config = build_method_config(info, protocol, method_over)
@@ -147,7 +209,8 @@ def resolve(spec: RunSpec) -> ResolvedRun:
                           f"unlabeled split (it is fully supervised); use a protocol with an unlabeled split or "
                           f"the 'supervised' method")
     total = info.cls.total_steps(protocol, config) if hasattr(info.cls, "total_steps") else protocol.total_iterations
-    return ResolvedRun(spec, info, protocol, config, total, options)
+    return ResolvedRun(spec, info, protocol, config, total, options, base_protocol,
+                       default_method_config(info, protocol))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -169,7 +232,8 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "protocol": p.model_dump(mode="json"),
         "seed": r.spec.seed,
         "overrides": r.spec.overrides,
-        "settings_hash": settings_hash(r.spec.overrides),
+        "settings": normalised_settings(r),
+        "settings_hash": settings_hash(r),
         "total_steps": r.total_steps,
         "iters_per_epoch": p.iters_per_epoch,
         "world_size": world_size,
@@ -200,8 +264,12 @@ def _synthetic_fingerprint(root: Path) -> str:
 
 
 def _comparable(doc: dict) -> dict:
-    """The part of config.json that must match for a run directory to be resumed."""
-    return {k: doc[k] for k in ("method", "protocol", "seed", "overrides", "total_steps")}
+    """The part of config.json that must match for a run directory to be resumed: the resolved settings (not
+    the ``--set`` text, which may spell them differently; not the protocol file's path, which moves with the
+    checkout)."""
+    return {"method": {k: doc["method"][k] for k in ("name", "config")},
+            "protocol": {k: v for k, v in doc["protocol"].items() if k != "source"},
+            **{k: doc[k] for k in ("seed", "total_steps")}}
 
 
 def default_workers(device: torch.device) -> int:
@@ -215,7 +283,7 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
     from .engine import Engine
 
     r = resolve(spec)
-    out_dir = run_dir(spec)
+    out_dir = run_dir(spec, r)
     record_path = out_dir / records.RECORD
     if record_path.exists() and not spec.force:
         raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
@@ -286,7 +354,7 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
         "family": r.protocol.family,
         "labeled": r.protocol.labeled_count,
         "seed": r.spec.seed,
-        "settings_hash": settings_hash(r.spec.overrides),
+        "settings_hash": settings_hash(r),
         "overrides": r.spec.overrides,
         "eval_mode": r.protocol.eval.name,
         "backbone": r.protocol.model.backbone,
