@@ -111,7 +111,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
-    write_json(Path(run_dir) / STATUS, {"state": state, "updated": time.time(), "host": platform.node(), **fields})
+    write_json(Path(run_dir) / STATUS, {"state": state, "updated": time.time(), "host": platform.node(),
+                                        "pid": os.getpid(), **fields})
 
 
 def device_name(device: torch.device) -> str:

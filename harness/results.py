@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .errors import HarnessError
+from .runlock import owner_alive
 
 RECORD = "record.json"
 STATUS = "status.json"
@@ -202,6 +203,8 @@ def _read_unfinished(run: Path) -> dict[str, Any]:
         st = json.loads((run / STATUS).read_text())
         if isinstance(st, dict):
             info["state"] = str(st.get("state", "unknown"))
+            if info["state"] == "running" and owner_alive(run) is False:
+                info["state"] = "interrupted"  # status.json says running, but no process holds the run
             info["step"] = st.get("step")
             info["total_steps"] = st.get("total_steps")
             if st.get("error"):

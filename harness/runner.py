@@ -24,6 +24,7 @@ from .errors import ConfigError, HarnessError
 from .method import MethodConfig
 from .plugins import MethodInfo, get_plugin_manager
 from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
+from .runlock import LOCK, RunLock
 
 RUN_OPTION_DEFAULTS = {"channels_last": False, "precision": "fp32"}
 RUN_OPTIONS = tuple(RUN_OPTION_DEFAULTS)
@@ -277,20 +278,65 @@ def default_workers(device: torch.device) -> int:
 
 
 def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train (or resume) one run and return its record. A finished run is returned as is unless ``force``."""
+    """Train (or resume) one run and return its record. A finished run is returned as is unless ``force``.
+
+    The trainer (rank 0) holds the run directory's lock (:mod:`harness.runlock`) from before it changes anything
+    in the folder until it returns: a second trainer of the same run, or ``--force`` on a run being trained, is
+    refused with an error naming the owner."""
+    from . import distributed
+
+    r = resolve(spec)
+    out_dir = run_dir(spec, r)
+    if (out_dir / records.RECORD).exists() and not spec.force:
+        raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
+                           f"again from scratch (its files are replaced)")
+    dist, device = distributed.setup(resolve_device(spec.device))
+    lock = RunLock(out_dir) if dist.is_main else None
+    if lock is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire(force=spec.force)
+    try:
+        if lock is not None and (out_dir / records.RECORD).exists() and not spec.force:  # finished while we waited
+            raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
+                               f"again from scratch (its files are replaced)")
+        if lock is not None:
+            if spec.force:
+                _clear_run_dir(out_dir)
+            _remove_orphans(out_dir)
+        return _train(spec, r, out_dir, dist, device, should_stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _clear_run_dir(out_dir: Path) -> None:
+    """``--force``: everything but the lock this process holds."""
+    for p in out_dir.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _remove_orphans(out_dir: Path) -> None:
+    """Temporary files of atomic writes (``.latest.pt.*.tmp``, ...) left by a trainer that was killed mid-write;
+    with the lock held, no live process is writing them."""
+    for p in out_dir.glob(".*.tmp"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.device,
+           should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     from . import distributed
     from .data.roots import prepare_data
     from .engine import Engine
 
-    r = resolve(spec)
-    out_dir = run_dir(spec, r)
     record_path = out_dir / records.RECORD
-    if record_path.exists() and not spec.force:
-        raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
-                           f"again from scratch (its files are replaced)")
-    dist, device = distributed.setup(resolve_device(spec.device))
-    if spec.force and out_dir.exists() and dist.is_main:
-        shutil.rmtree(out_dir)
     data_root, split_root = prepare_data(r.protocol, spec.data_root, spec.splits_dir)
     distributed.barrier()
     out_dir.mkdir(parents=True, exist_ok=True)

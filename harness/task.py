@@ -52,6 +52,7 @@ import submitit
 from .errors import HarnessError
 from .grids import spec_from_dict
 from .manifest import RECORD, STATUS, _read_json
+from .runlock import RunLockedError
 
 __all__ = ["GridTask", "export_distributed_env", "record_failure", "EXIT_STOPPED"]
 
@@ -101,7 +102,7 @@ def _log(msg: str) -> None:
 
 def record_failure(out_dir: Path, exc: BaseException) -> None:
     """Mark the run failed in status.json unless the engine already did (rank 0 only)."""
-    if _rank() != 0:
+    if _rank() != 0 or (Path(out_dir) / RECORD).exists():
         return
     status_path = Path(out_dir) / STATUS
     try:
@@ -178,6 +179,8 @@ class GridTask(submitit.helpers.Checkpointable):
                     self._await_kill(stop.step)
                     self._stop.clear()
                     self._term_received = False
+                except RunLockedError:
+                    raise  # the run's status belongs to the process that trains it
                 except Exception as exc:
                     record_failure(out_dir, exc)
                     raise
