@@ -24,6 +24,7 @@ from .errors import ConfigError, HarnessError
 from .method import MethodConfig
 from .plugins import MethodInfo, get_plugin_manager
 from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
+from .resume import check_resume, config_with_start
 from .runlock import LOCK, RunLock
 
 RUN_OPTION_DEFAULTS = {"channels_last": False, "precision": "fp32"}
@@ -264,15 +265,6 @@ def _synthetic_fingerprint(root: Path) -> str:
     return recorded_fingerprint(root)
 
 
-def _comparable(doc: dict) -> dict:
-    """The part of config.json that must match for a run directory to be resumed: the resolved settings (not
-    the ``--set`` text, which may spell them differently; not the protocol file's path, which moves with the
-    checkout)."""
-    return {"method": {k: doc["method"][k] for k in ("name", "config")},
-            "protocol": {k: v for k, v in doc["protocol"].items() if k != "source"},
-            **{k: doc[k] for k in ("seed", "total_steps")}}
-
-
 def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
@@ -351,18 +343,14 @@ def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.dev
     doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"),
                            dist.world)
     config_path = out_dir / records.CONFIG
-    if (out_dir / records.CHECKPOINT).exists() and config_path.exists():
-        old = records.read_json(config_path)
-        if json.dumps(_comparable(old), sort_keys=True) != json.dumps(_comparable(json.loads(records.dumps(doc))),
-                                                                      sort_keys=True):
-            raise HarnessError(f"run directory {out_dir} holds a checkpoint of a different configuration "
-                               f"(compare {config_path} with this run); pass --force to start it again")
+    doc = json.loads(records.dumps(doc))  # as config.json holds it
+    old = records.read_json(config_path) if config_path.exists() else None
+    if old is not None and (out_dir / records.CHECKPOINT).exists():
+        check_resume(old, doc, out_dir)
     state = engine.initial_state()  # the checkpoint is read once, here
-    if state.step:
-        doc["resumed_from_step"] = state.step
     if dist.is_main:
-        records.write_json(config_path, doc)
-        records.write_status(out_dir, "running", step=0, total_steps=r.total_steps)
+        records.write_json(config_path, config_with_start(old, doc, state.step))
+        records.write_status(out_dir, "running", step=state.step, total_steps=r.total_steps)
         pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
                           "seed": spec.seed})
     try:
