@@ -270,6 +270,8 @@ def run_debug(entries: list[dict], echo: Callable[[str], None]) -> dict[str, int
         except StopRequested as stop:
             codes[entry["run_dir"]] = EXIT_STOPPED
             echo(f"[{i}/{len(entries)}] stopped {entry['label']} after step {stop.step}")
+            if stop.reason:  # SIGTERM / Ctrl-C: the whole grid stops, not only this run
+                raise KeyboardInterrupt from None
             continue
         except Exception as exc:  # noqa: BLE001 - one failing run must not stop the others
             codes[entry["run_dir"]] = 1

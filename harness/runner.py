@@ -20,7 +20,8 @@ import torch
 import yaml
 
 from . import records
-from .errors import ConfigError, HarnessError
+from .errors import ConfigError, HarnessError, WriteError
+from .interrupts import stop_on_signals
 from .method import MethodConfig
 from .plugins import MethodInfo, get_plugin_manager
 from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
@@ -49,6 +50,7 @@ class RunSpec:
     force: bool = False
     stop_after: int | None = None
     progress: bool = True
+    checkpoint_every: str | None = None  # None: the engine's default (every 30 minutes of training)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -186,7 +188,31 @@ class ResolvedRun:
     base_config: MethodConfig        # the method's defaults on this protocol, before ``--set``
 
 
+def check_spec(spec: RunSpec) -> None:
+    """The spec's own values (the rest is checked by resolving it); ConfigError naming the option."""
+    from .engine import parse_checkpoint_every
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not whole(spec.seed) or spec.seed < 0:
+        raise ConfigError(f"--seed must be a whole number >= 0 (it seeds the data order, the augmentations and the "
+                          f"initialisation), got {spec.seed!r}; use e.g. --seed 0")
+    if spec.workers is not None and (not whole(spec.workers) or spec.workers < 0):
+        raise ConfigError(f"--workers must be a whole number >= 0 (0 loads the data in the training process), got "
+                          f"{spec.workers!r}; leave it out for the default (0 on CPU, up to 8 on a GPU)")
+    if spec.stop_after is not None and (not whole(spec.stop_after) or spec.stop_after < 1):
+        raise ConfigError(f"--stop-after must be a number of steps >= 1, got {spec.stop_after!r}; leave it out to "
+                          f"train to the end")
+    if spec.checkpoint_every is not None:
+        try:
+            parse_checkpoint_every(spec.checkpoint_every)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def resolve(spec: RunSpec) -> ResolvedRun:
+    check_spec(spec)
     pm = get_plugin_manager()
     info = pm.methods.get(spec.method)
     protocol = pm.protocols.get(spec.protocol)
@@ -274,8 +300,10 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
 
     The trainer (rank 0) holds the run directory's lock (:mod:`harness.runlock`) from before it changes anything
     in the folder until it returns: a second trainer of the same run, or ``--force`` on a run being trained, is
-    refused with an error naming the owner."""
+    refused with an error naming the owner. In the main thread, SIGTERM and Ctrl-C stop the run at the next step
+    boundary with a checkpoint (:mod:`harness.interrupts`)."""
     from . import distributed
+    from .engine import StopRequested
 
     r = resolve(spec)
     out_dir = run_dir(spec, r)
@@ -285,7 +313,7 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
     dist, device = distributed.setup(resolve_device(spec.device))
     lock = RunLock(out_dir) if dist.is_main else None
     if lock is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _make_run_dir(out_dir, spec.out)
         lock.acquire(force=spec.force)
     try:
         if lock is not None and (out_dir / records.RECORD).exists() and not spec.force:  # finished while we waited
@@ -295,10 +323,31 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
             if spec.force:
                 _clear_run_dir(out_dir)
             _remove_orphans(out_dir)
-        return _train(spec, r, out_dir, dist, device, should_stop)
+        with stop_on_signals(should_stop) as (stop_check, flag):
+            try:
+                return _train(spec, r, out_dir, dist, device, stop_check)
+            except StopRequested as stop:
+                stop.reason = flag.reason
+                raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def _make_run_dir(out_dir: Path, out: str) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err = records.write_error(out_dir, exc)
+        if err is None:
+            raise
+        reason = str(err).rsplit(": ", 1)[-1]
+        raise WriteError(f"cannot create the run directory {out_dir} under --out {out}: {reason}. Pass --out "
+                         f"pointing at a folder this user can write to (default: ./runs)", str(out_dir),
+                         exc.errno) from None
+    if not os.access(out_dir, os.W_OK):
+        raise WriteError(f"cannot write in the run directory {out_dir} under --out {out}: permission denied. Pass "
+                         f"--out pointing at a folder this user can write to (default: ./runs)", str(out_dir))
 
 
 def _clear_run_dir(out_dir: Path) -> None:
@@ -326,7 +375,7 @@ def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.dev
            should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     from . import distributed
     from .data.roots import prepare_data
-    from .engine import Engine
+    from .engine import Engine, StopRequested
 
     record_path = out_dir / records.RECORD
     data_root, split_root = prepare_data(r.protocol, spec.data_root, spec.splits_dir)
@@ -338,6 +387,7 @@ def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.dev
                     total_steps=r.total_steps,
                     workers=default_workers(device) if spec.workers is None else spec.workers,
                     stop_after=spec.stop_after, should_stop=should_stop, progress=spec.progress,
+                    checkpoint_every=spec.checkpoint_every,
                     channels_last=bool(r.options.get("channels_last", False)),
                     precision=r.options.get("precision", "fp32"), dist=dist, emit=pm.emit)
     doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"),
@@ -348,31 +398,64 @@ def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.dev
     if old is not None and (out_dir / records.CHECKPOINT).exists():
         check_resume(old, doc, out_dir)
     state = engine.initial_state()  # the checkpoint is read once, here
-    if dist.is_main:
-        records.write_json(config_path, config_with_start(old, doc, state.step))
-        records.write_status(out_dir, "running", step=state.step, total_steps=r.total_steps)
-        pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
-                          "seed": spec.seed})
     try:
-        state = engine.fit(state)
-    except Exception as exc:
-        from .engine import StopRequested
-        if isinstance(exc, StopRequested):
-            raise
         if dist.is_main:
-            tb = traceback.format_exc()
-            records.write_status(out_dir, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb[-4000:],
-                                 total_steps=r.total_steps)
-            pm.emit("fail", {"run_dir": str(out_dir), "error": str(exc)})
+            records.write_json(config_path, config_with_start(old, doc, state.step))
+            records.write_status(out_dir, "running", step=state.step, total_steps=r.total_steps)
+            pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
+                              "seed": spec.seed})
+        state = engine.fit(state)
+        record = build_record(r, state, out_dir, device, doc)
+        if dist.is_main:
+            records.write_json(record_path, record)
+            records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
+                                 last_miou=record["final"]["miou"])
+    except StopRequested:
         raise
-    record = build_record(r, state, out_dir, device, doc)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this step, the previous one stands
+        if dist.is_main:
+            _status_quietly(out_dir, "stopped", step=engine.checkpoint_step or 0, total_steps=r.total_steps,
+                            note="aborted during a step; resumes from the last checkpoint")
+        raise
+    except Exception as exc:
+        if isinstance(exc, WriteError):
+            exc = _write_failure(exc, engine)
+        if dist.is_main:
+            _status_quietly(out_dir, "failed", error=f"{type(exc).__name__}: {exc}",
+                            traceback=traceback.format_exc()[-4000:], step=engine.checkpoint_step,
+                            total_steps=r.total_steps)
+            pm.emit("fail", {"run_dir": str(out_dir), "error": str(exc)})
+        if isinstance(exc, WriteError):
+            raise exc from None
+        raise
     if dist.is_main:
-        records.write_json(record_path, record)
-        records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
-                             last_miou=record["final"]["miou"])
         pm.emit("finish", {"run_dir": str(out_dir), **record})
     distributed.barrier()
     return record
+
+
+def _status_quietly(out_dir: Path, state: str, **fields: Any) -> None:
+    """status.json on the way out of a failure: if even that cannot be written (full disk), the file keeps
+    saying ``running`` and readers, finding no process that holds the run, call it interrupted."""
+    try:
+        records.write_status(out_dir, state, **fields)
+    except (OSError, WriteError):
+        pass
+
+
+def _write_failure(exc: WriteError, engine) -> WriteError:
+    """A file-system error while training, with what was kept and how to go on."""
+    import errno
+
+    ckpt = engine.checkpoint_path
+    if engine.checkpoint_step is not None and ckpt.exists():
+        kept, then = f"its checkpoint of step {engine.checkpoint_step} ({ckpt}) was kept", "to resume from it"
+    else:
+        kept, then = "no checkpoint had been written yet", "to start it again"
+    fix = {errno.ENOSPC: "Free space on that file system", errno.EDQUOT: "Free space within your quota",
+           errno.EIO: "Check that disk"}.get(exc.errno, "Make that folder writable")
+    return WriteError(f"{exc}. The run stopped; {kept}. {fix}, then rerun the same command {then} (or pass --out "
+                      f"on another file system to train the run there from step 0)", exc.path, exc.errno)
 
 
 def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc: dict) -> dict[str, Any]:

@@ -225,17 +225,24 @@ class GridTask(submitit.helpers.Checkpointable):
         return box["result"]
 
     def _install_sigterm(self) -> Callable[[], None]:
-        previous = signal.getsignal(signal.SIGTERM)
+        """SIGTERM (and SIGINT, e.g. Ctrl-C on a task run by hand) → checkpoint at the next step boundary."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-        def on_sigterm(signum, frame):
+        def on_signal(signum, frame):
             self._term_received = True
             self._stop.set()
-            _log("SIGTERM: checkpointing at the next step boundary (the rerun resumes from latest.pt)")
-            if callable(previous):
-                previous(signum, frame)  # submitit's handler only logs ("Bypassing signal SIGTERM")
+            _log(f"{signal.Signals(signum).name}: checkpointing at the next step boundary (the rerun resumes from "
+                 f"latest.pt)")
+            if signum == signal.SIGTERM and callable(previous[signum]):
+                previous[signum](signum, frame)  # submitit's handler only logs ("Bypassing signal SIGTERM")
 
-        signal.signal(signal.SIGTERM, on_sigterm)
-        return lambda: signal.signal(signal.SIGTERM, previous)
+        for sig in previous:
+            signal.signal(sig, on_signal)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return restore
 
     def _await_kill(self, step: int) -> None:
         _log(f"stopped after step {step} with latest.pt written; waiting for SLURM to end this job "

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,41 +12,9 @@ import pytest
 from harness.runlock import owner_alive
 
 from ..launch.conftest import write_grid
+from .conftest import env, harness, read, run_args, state_of, wait_for
 
 LONG = ["--set", "budget.iterations=5000", "--set", "budget.eval_every=5000"]  # killed long before the end
-
-
-def harness(*args: str) -> list[str]:
-    return [sys.executable, "-m", "harness", *args]
-
-
-def env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
-def run_args(tiny, out: Path, *extra: str) -> list[str]:
-    return ["run", "--method", "supervised", "--protocol", "tiny-8", "--out", str(out), "--data-root",
-            str(tiny["data_root"]), "--no-progress", "--threads", "1", *extra]
-
-
-def read(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def wait_for(predicate, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def state_of(run_dir: Path) -> str | None:
-    try:
-        return read(run_dir / "status.json")["state"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def alive(pid: int) -> bool:
