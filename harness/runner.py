@@ -303,6 +303,7 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
     refused with an error naming the owner. In the main thread, SIGTERM and Ctrl-C stop the run at the next step
     boundary with a checkpoint (:mod:`harness.interrupts`)."""
     from . import distributed
+    from .data.roots import prepare_data
     from .engine import StopRequested
 
     r = resolve(spec)
@@ -311,6 +312,7 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
         raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
                            f"again from scratch (its files are replaced)")
     dist, device = distributed.setup(resolve_device(spec.device))
+    data = prepare_data(r.protocol, spec.data_root, spec.splits_dir)  # before the run directory is made
     lock = RunLock(out_dir) if dist.is_main else None
     if lock is not None:
         _make_run_dir(out_dir, spec.out)
@@ -325,7 +327,7 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
             _remove_orphans(out_dir)
         with stop_on_signals(should_stop) as (stop_check, flag):
             try:
-                return _train(spec, r, out_dir, dist, device, stop_check)
+                return _train(spec, r, out_dir, dist, device, data, stop_check)
             except StopRequested as stop:
                 stop.reason = flag.reason
                 raise
@@ -371,14 +373,13 @@ def _remove_orphans(out_dir: Path) -> None:
             pass
 
 
-def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.device,
+def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.device, data: tuple[Path, Path],
            should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     from . import distributed
-    from .data.roots import prepare_data
     from .engine import Engine, StopRequested
 
     record_path = out_dir / records.RECORD
-    data_root, split_root = prepare_data(r.protocol, spec.data_root, spec.splits_dir)
+    data_root, split_root = data
     distributed.barrier()
     out_dir.mkdir(parents=True, exist_ok=True)
     pm = get_plugin_manager()

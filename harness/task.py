@@ -13,6 +13,7 @@ in a worker thread while the main thread waits, so signal handlers can act at an
   reach the next step boundary and write ``latest.pt`` (``StopRequested``), and returns a
   ``DelayedSubmission`` of itself; submitit requeues the job and the rerun resumes. Nothing already
   trained is lost.
+* ``SIGINT`` (a task run by hand) is handled as ``SIGTERM`` outside SLURM: checkpoint, exit 3.
 * ``scontrol requeue`` / plain preemption send ``SIGTERM`` (then ``SIGKILL`` after ``KillWait``;
   submitit ignores SIGTERM and does not call ``checkpoint()``): the task's own SIGTERM handler sets the
   stop flag, the engine checkpoints at the next step boundary, and the task waits to be killed (if no
