@@ -91,6 +91,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def read_checkpoint(path: Path, device: torch.device, consequence: str, fix: str) -> dict[str, Any]:
+    """A run's ``latest.pt``; an empty, truncated or foreign file is a :class:`CheckpointError` saying so, then
+    ``consequence`` and ``fix``."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
+        size = path.stat().st_size if path.exists() else 0
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        what = "is empty (0 bytes)" if size == 0 else (
+            f"cannot be read ({size} bytes; truncated, or not a torch checkpoint: {detail[:200]})")
+        raise CheckpointError(f"checkpoint {path} {what}, so {consequence}. {fix}") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of a harness run (no {', '.join(missing)}), so "
+                              f"{consequence}. {fix}")
+    return ckpt
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -249,18 +267,7 @@ class Engine:
         path, name = self.checkpoint_path, self.method_cls.name
         fix = (f"Pass --force to start the run again from step 0 (this deletes {path}), or put a good copy of the "
                f"checkpoint back")
-        try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
-            size = path.stat().st_size if path.exists() else 0
-            what = "is empty (0 bytes)" if size == 0 else (
-                f"cannot be read ({size} bytes; truncated, or not a torch checkpoint: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})")
-            raise CheckpointError(f"checkpoint {path} {what}, so the run cannot resume. {fix}") from None
-        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(CHECKPOINT_KEYS)
-        if missing:
-            raise CheckpointError(f"{path} is not a checkpoint of a harness run (no {', '.join(missing)}), so the run "
-                                  f"cannot resume. {fix}")
+        ckpt = read_checkpoint(path, self.device, "the run cannot resume", fix)
         owner = ckpt.get("run") or {}
         if owner and (owner.get("method"), owner.get("protocol"), owner.get("seed")) != (
                 name, self.protocol.id, self.seed):

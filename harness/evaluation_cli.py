@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from . import records
-from .errors import HarnessError
+from .errors import CheckpointError, HarnessError
 from .metrics import pseudo_label_quality
 from .plugins import get_plugin_manager
 from .protocols import Protocol
@@ -21,7 +19,7 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     ``pseudo_label_quality`` of the network's thresholded predictions (see ``harness.metrics``)."""
     from .data.roots import prepare_data
     from .evaluate import evaluate
-    from .engine import build_context
+    from .engine import build_context, read_checkpoint
     from .models import build_model
     from .runner import resolve_device
 
@@ -51,9 +49,16 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     context = build_context(trained_on, dev, doc["total_steps"], doc.get("precision", "fp32"))
     method = info.cls(model, info.cls.Config.model_validate(doc["method"]["config"]), context)
     method.extra_modules.to(dev)
-    state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-    model.load_state_dict(state["model"])
-    method.load_state_dict(state["method"])
+    state = read_checkpoint(ckpt_path, dev, "it cannot be evaluated", "Evaluate another run, or rerun this one "
+                            "with --force to train it again")
+    try:
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise CheckpointError(f"checkpoint {ckpt_path} does not fit the {info.name} run described by {config_path} "
+                              f"({type(exc).__name__}: {detail}); it was copied or moved here from another run"
+                              ) from None
     result = evaluate(method.eval_model(), build_val_dataset(protocol, data_root_path, split_root, split=split),
                       protocol.eval, protocol.num_classes, dev,
                       autocast=context.autocast, confidence=confidence)

@@ -112,3 +112,13 @@ def test_non_finite_loss_before_any_checkpoint_does_not_promise_a_resume(tiny_be
     assert "no checkpoint had been written yet" in text and "starts the run again from step 0" in text
     assert "resume" not in text
     shutil.rmtree(tmp_path / "r")
+
+
+def test_harness_eval_of_a_damaged_checkpoint_is_one_sentence(tiny_benchmark, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(_run(tiny_benchmark, out, "--stop-after", "2")) == 0
+    _ckpt(out).write_bytes(_ckpt(out).read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(["eval", str(_ckpt(out).parent)]) == 2
+    err = _error(capsys)
+    assert f"checkpoint {_ckpt(out)} cannot be read (1000 bytes" in err and "so it cannot be evaluated" in err
