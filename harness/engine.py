@@ -98,9 +98,9 @@ def read_checkpoint(path: Path, device: torch.device, consequence: str, fix: str
         ckpt = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
         size = path.stat().st_size if path.exists() else 0
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
         what = "is empty (0 bytes)" if size == 0 else (
-            f"cannot be read ({size} bytes; truncated, or not a torch checkpoint: {detail[:200]})")
+            f"cannot be read ({size} bytes; truncated, or not a torch checkpoint: {detail})")
         raise CheckpointError(f"checkpoint {path} {what}, so {consequence}. {fix}") from None
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(CHECKPOINT_KEYS)
     if missing:
