@@ -42,8 +42,9 @@ def cmd_run(args) -> int:
         record = execute(spec)
     except StopRequested as stop:
         why = f" on {stop.reason}" if stop.reason else ""
-        print(f"stopped{why} after step {stop.step} with its checkpoint written; rerun the same command to resume",
-              file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"stopped{why} after step {stop.step} with its checkpoint written; rerun the same command to "
+                  f"resume", file=sys.stderr)
         return 128 + int(getattr(signal, stop.reason)) if stop.reason else 0
     if os.environ.get("RANK", "0") != "0":  # one summary per multi-process run
         return 0

@@ -391,10 +391,8 @@ class Engine:
                 stop = (self.stop_after is not None and session_steps >= self.stop_after) or (
                     self.should_stop is not None and self.should_stop())
                 due = not evaluated and self._checkpoint_due(done, last_checkpoint)
-                if self.dist.enabled:  # every rank must take the same branch (collectives follow)
-                    stop = distributed.any_true(stop, self.device)
-                    if self.checkpoint_seconds is not None:  # the ranks' clocks differ
-                        due = distributed.any_true(due, self.device)
+                if self.dist.enabled:  # every rank must take the same branch (collectives follow; clocks differ)
+                    stop, due = distributed.any_true_each([stop, due], self.device)
                 if (stop or due) and not evaluated:
                     if (distributed.any_true(bad, self.device) if self.dist.enabled else bool(bad)):
                         raise NonFiniteLossError(self._nonfinite_message(step, out, state))  # never checkpoint NaN
