@@ -153,16 +153,20 @@ def local_command(spec: dict[str, Any], nproc: int) -> list[str]:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
     """A ``preexec_fn``: the child gets SIGTERM when the launcher dies, however it dies (SIGKILL included), so
-    that no trainer outlives the launcher that started it (it checkpoints and exits; a retry resumes it)."""
-    def preexec() -> None:
-        try:
-            import ctypes
+    that no trainer outlives the launcher that started it (it checkpoints and exits; a retry resumes it).
+    None where ``prctl`` does not exist (not Linux): the launcher's signal handlers still end its children.
+    The function is looked up here, in the parent, so that the forked child only calls it."""
+    try:
+        import ctypes
 
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux: the launcher's signal handlers still end its children
-            return
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the launcher died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
     return preexec
