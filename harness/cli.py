@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
 
-from .errors import HarnessError
+from .errors import ConfigError, HarnessError
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +23,10 @@ def cmd_run(args) -> int:
     from .engine import StopRequested
     from .runner import RunSpec, execute, parse_set
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1 (torch's CPU threads for this run), got {args.threads}; "
+                              f"leave it out for torch's default, or use 1 per run when several share a machine")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -34,12 +38,15 @@ def cmd_run(args) -> int:
     spec = RunSpec(method=args.method, protocol=args.protocol, seed=args.seed, overrides=overrides,
                    out=args.out, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device,
                    workers=args.workers, force=args.force, stop_after=args.stop_after,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
     try:
         record = execute(spec)
     except StopRequested as stop:
-        print(f"stopped after step {stop.step}; rerun the same command to resume", file=sys.stderr)
-        return 0
+        why = f" on {stop.reason}" if stop.reason else ""
+        if os.environ.get("RANK", "0") == "0":
+            print(f"stopped{why} after step {stop.step} with its checkpoint written; rerun the same command to "
+                  f"resume", file=sys.stderr)
+        return 128 + int(getattr(signal, stop.reason)) if stop.reason else 0
     if os.environ.get("RANK", "0") != "0":  # one summary per multi-process run
         return 0
     sec = "".join(f"  {k.replace('_miou', '')} {v:.2f}" for k, v in record["final"].items() if k.endswith("_miou"))
@@ -313,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain a finished run from scratch")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="checkpoint and stop after N steps of this session (rerun to continue)")
+    p.add_argument("--checkpoint-every", default=None, metavar="N|Tm",
+                   help="checkpoint also every N steps and/or every T minutes of training (e.g. 500, 30m, 500,30m; "
+                        "'off': only at evaluations); default 30m. Not a setting of the run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 

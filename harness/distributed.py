@@ -106,6 +106,13 @@ def all_gather_stack(t: torch.Tensor, world: int) -> torch.Tensor:
     return out.bool() if t.dtype == torch.bool else out
 
 
+def any_true_each(flags: list[bool], device: torch.device) -> list[bool]:
+    """:func:`any_true` of several flags in one collective."""
+    t = torch.tensor([float(bool(f)) for f in flags], dtype=torch.float32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v > 0) for v in t.tolist()]
+
+
 def gather(obj: Any, world: int) -> list[Any]:
     out: list[Any] = [None] * world
     dist.all_gather_object(out, obj)

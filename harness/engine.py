@@ -23,19 +23,22 @@ from tqdm import tqdm
 
 from . import distributed, records
 from .distributed import DistInfo
-from .errors import HarnessError, NonFiniteLossError
+from .errors import CheckpointError, HarnessError, NonFiniteLossError
 from .method import Batch, Method, MethodContext
 
 
 DISTRIBUTED_SUPPORTED = True
+CHECKPOINT_KEYS = ("step", "model", "method", "optimizer", "rng", "history", "elapsed")
 
 
 class StopRequested(Exception):
-    """Training stopped early on request (``stop_after`` or a preemption signal); ``latest.pt`` holds the state."""
+    """Training stopped early on request (``stop_after`` or a signal); ``latest.pt`` holds the state.
+    ``reason``: the signal's name (``SIGTERM``, ``SIGINT``) when a signal asked for it, else None."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, reason: str | None = None):
         super().__init__(f"stopped after step {step}; the run resumes from its checkpoint")
         self.step = step
+        self.reason = reason
 
 
 @dataclass
@@ -43,6 +46,34 @@ class TrainState:
     step: int = 0                       # next step to run
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0                # training wall time of earlier sessions
+    log_sums: dict[str, Any] = field(default_factory=dict)  # training logs summed since the last evaluation
+    log_count: int = 0                                       # ... over this many steps
+
+
+def parse_checkpoint_every(text: str | None) -> tuple[int | None, float | None]:
+    """``--checkpoint-every``: ``"500"`` (steps), ``"30m"`` / ``"2h"`` / ``"90s"`` (training time), both as
+    ``"500,30m"``, or ``"off"`` (only at evaluations). Returns (steps, seconds); ValueError names what is wrong."""
+    steps = seconds = None
+    for part in str(text).replace(" ", "").lower().split(","):
+        if part in ("off", "0", "none"):
+            continue
+        unit = {"s": 1, "m": 60, "min": 60, "h": 3600}
+        num, suffix = part.rstrip("minsh"), part[len(part.rstrip("minsh")):]
+        try:
+            value = float(num)
+        except ValueError:
+            value = -1.0
+        if suffix and suffix in unit and value > 0:
+            seconds = value * unit[suffix]
+        elif not suffix and value >= 1 and value == int(value):
+            steps = int(value)
+        else:
+            raise ValueError(f"--checkpoint-every expects N (steps), N followed by s, m or h (training time), both "
+                             f"separated by a comma (500,30m), or off; got {text!r}")
+    return steps, seconds
+
+
+DEFAULT_CHECKPOINT_EVERY = "30m"
 
 
 def rng_state() -> dict[str, Any]:
@@ -58,6 +89,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_checkpoint(path: Path, device: torch.device, consequence: str, fix: str) -> dict[str, Any]:
+    """A run's ``latest.pt``; an empty, truncated or foreign file is a :class:`CheckpointError` saying so, then
+    ``consequence`` and ``fix``."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
+        size = path.stat().st_size if path.exists() else 0
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        what = "is empty (0 bytes)" if size == 0 else (
+            f"cannot be read ({size} bytes; truncated, or not a torch checkpoint: {detail})")
+        raise CheckpointError(f"checkpoint {path} {what}, so {consequence}. {fix}") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of a harness run (no {', '.join(missing)}), so "
+                              f"{consequence}. {fix}")
+    return ckpt
 
 
 def seed_everything(seed: int) -> None:
@@ -147,6 +196,7 @@ class Engine:
     workers: int = 0
     stop_after: int | None = None
     should_stop: Callable[[], bool] | None = None
+    checkpoint_every: str | None = DEFAULT_CHECKPOINT_EVERY  # besides every evaluation; not a setting of the run
     progress: bool = True
     channels_last: bool = False
     precision: str = "fp32"
@@ -182,6 +232,9 @@ class Engine:
         self.val_dataset = build_val_dataset(p, self.data_root, self.split_root)
         self._build_train_loader = build_train_loader
         self.eval_every = min(p.eval_every, self.total_steps)
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, once read or written
+        self.checkpoint_steps, self.checkpoint_seconds = parse_checkpoint_every(
+            DEFAULT_CHECKPOINT_EVERY if self.checkpoint_every is None else self.checkpoint_every)
 
     # -- helpers ---------------------------------------------------------------------------------
     @property
@@ -204,21 +257,46 @@ class Engine:
             "rng": rng,  # one state per rank
             "history": state.history,
             "elapsed": state.elapsed,
+            "logs": {"sums": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                              for k, v in state.log_sums.items()}, "count": state.log_count},
+            "run": {"method": self.method_cls.name, "protocol": self.protocol.id, "seed": self.seed},
         }, self.checkpoint_path)
+        self.checkpoint_step = state.step
         self.emit("checkpoint", {"run_dir": str(self.run_dir), "step": state.step})
 
     def load_checkpoint(self) -> TrainState:
+        """The state of ``latest.pt``; a checkpoint that cannot be read or belongs to another run is a
+        :class:`CheckpointError` saying what it is and how to go on."""
+        path, name = self.checkpoint_path, self.method_cls.name
+        fix = (f"Pass --force to start the run again from step 0 (this deletes {path}), or put a good copy of the "
+               f"checkpoint back")
         # Loaded to the CPU: RNG states must stay CPU byte tensors (a CUDA run's would otherwise land on the GPU
         # and torch.set_rng_state refuses them); load_state_dict copies everything else to the right device.
-        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
-        self.method.load_state_dict(ckpt["method"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        ckpt = read_checkpoint(path, torch.device("cpu"), "the run cannot resume", fix)
+        owner = ckpt.get("run") or {}
+        if owner and (owner.get("method"), owner.get("protocol"), owner.get("seed")) != (
+                name, self.protocol.id, self.seed):
+            raise CheckpointError(f"checkpoint {path} was written by a {owner.get('method')} run on "
+                                  f"{owner.get('protocol')} seed {owner.get('seed')}, not by this {name} run on "
+                                  f"{self.protocol.id} seed {self.seed}: it was copied or moved here. {fix}")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.method.load_state_dict(ckpt["method"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CheckpointError(f"checkpoint {path} does not fit this {name} run on {self.protocol.id} "
+                                  f"({type(exc).__name__}: {detail[:300]}); it was written by another method or "
+                                  f"with other settings. {fix}") from None
+        self.checkpoint_step = ckpt["step"]
         if len(ckpt["rng"]) != self.dist.world:
             raise HarnessError(f"{self.checkpoint_path} was written by {len(ckpt['rng'])} process(es); resume it "
                                f"with the same number of processes (now {self.dist.world})")
         set_rng_state(ckpt["rng"][self.dist.rank])
-        return TrainState(step=ckpt["step"], history=ckpt["history"], elapsed=ckpt["elapsed"])
+        logs = ckpt.get("logs") or {"sums": {}, "count": 0}
+        sums = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in logs["sums"].items()}
+        return TrainState(step=ckpt["step"], history=ckpt["history"], elapsed=ckpt["elapsed"], log_sums=sums,
+                          log_count=logs["count"])
 
     def run_evaluation(self, step: int, train_logs: dict[str, float]) -> dict:
         p = self.protocol
@@ -251,10 +329,10 @@ class Engine:
         batches = iter(loader)
         check_every = 1 if self.device.type == "cpu" else 25  # a finiteness check syncs the GPU
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        log_sums: dict[str, Any] = {}
-        log_count = 0
+        log_sums: dict[str, Any] = dict(state.log_sums)  # resumed between two evaluations: the sums so far
+        log_count = state.log_count
         session_start, session_steps = time.perf_counter(), 0
-        throughput_t0 = session_start
+        throughput_t0 = last_checkpoint = session_start
         bar = tqdm(total=T, initial=state.step, disable=not (self.progress and self.dist.is_main), dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"{self.method_cls.name}")
         lr_now = b.lr
@@ -295,15 +373,16 @@ class Engine:
                     bar.set_postfix(loss=f"{float(log_sums['loss']) / log_count:.3f}", lr=f"{lr_now:.2e}", refresh=False)
                 bar.update(1)
 
-                if done % self.eval_every == 0 or done == T:
+                evaluated = done % self.eval_every == 0 or done == T
+                if evaluated:
                     train_logs = _mean_logs(log_sums, log_count)
                     train_logs["lr"] = lr_now
                     log_sums, log_count = {}, 0
                     entry = self.run_evaluation(done, train_logs)
                     state.history.append(entry)
-                    state.step = done
+                    state.step, state.log_sums, state.log_count = done, {}, 0
                     state.elapsed += time.perf_counter() - session_start
-                    session_start = time.perf_counter()
+                    session_start = last_checkpoint = time.perf_counter()
                     self.save_checkpoint(state)
                     if self.dist.is_main:
                         records.rewrite_metrics(self.run_dir / records.METRICS, state.history)
@@ -316,12 +395,21 @@ class Engine:
                         break
                 stop = (self.stop_after is not None and session_steps >= self.stop_after) or (
                     self.should_stop is not None and self.should_stop())
-                if self.dist.enabled:  # every rank must take the same branch (collectives follow)
-                    stop = distributed.any_true(stop, self.device)
-                if stop:
-                    state.step = done
+                due = not evaluated and self._checkpoint_due(done, last_checkpoint)
+                if self.dist.enabled:  # every rank must take the same branch (collectives follow; clocks differ)
+                    stop, due = distributed.any_true_each([stop, due], self.device)
+                if (stop or due) and not evaluated:
+                    if (distributed.any_true(bad, self.device) if self.dist.enabled else bool(bad)):
+                        raise NonFiniteLossError(self._nonfinite_message(step, out, state))  # never checkpoint NaN
+                    state.step, state.log_sums, state.log_count = done, log_sums, log_count
                     state.elapsed += time.perf_counter() - session_start
+                    session_start = last_checkpoint = time.perf_counter()
                     self.save_checkpoint(state)
+                    if self.dist.is_main and not stop:
+                        records.write_status(self.run_dir, "running", step=done, total_steps=T,
+                                             last_miou=state.history[-1]["miou"] if state.history else None,
+                                             world_size=self.dist.world, checkpoint_step=done)
+                if stop:
                     if self.dist.is_main:
                         records.write_status(self.run_dir, "stopped", step=done, total_steps=T)
                     raise StopRequested(done)
@@ -330,13 +418,25 @@ class Engine:
         state.step = T
         return state
 
+    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
+        """The checkpoint cadence between evaluations (``checkpoint_every``: steps and/or training time)."""
+        if self.checkpoint_steps is not None and done % self.checkpoint_steps == 0:
+            return True
+        return self.checkpoint_seconds is not None and time.perf_counter() - last_checkpoint >= self.checkpoint_seconds
+
     def _nonfinite_message(self, step: int, out, state: TrainState) -> str:
         bad_terms = [k for k, v in out.logs.items()
                      if isinstance(v, (torch.Tensor, float)) and not math.isfinite(float(v))]
         where = f" (non-finite terms at step {step}: {', '.join(bad_terms)})" if bad_terms else ""
-        kept = (f"the last good checkpoint (step {state.step}) is kept in {self.checkpoint_path}"
-                if self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        if self.checkpoint_path.exists():
+            kept = f"the last good checkpoint (step {state.step}) is kept in {self.checkpoint_path}"
+            then = (f"Rerunning the same command resumes from that checkpoint (and meets the same loss unless the "
+                    f"cause was transient); lower the learning rate or check the method's settings (a new run "
+                    f"folder), or pass --force to start again from step 0.")
+        else:
+            kept = "no checkpoint had been written yet"
+            then = ("Lower the learning rate or check the method's settings; rerunning the same command starts the "
+                    "run again from step 0.")
         return (f"training produced a non-finite loss by step {step + 1} of {self.total_steps}{where}; the run "
-                f"stopped and {kept}. Lower the learning rate or check the method's settings, then rerun the "
-                f"same command to resume from the checkpoint.")
+                f"stopped and {kept}. {then}")
 

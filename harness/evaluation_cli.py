@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from . import records
-from .errors import HarnessError
+from .errors import CheckpointError, HarnessError
 from .metrics import pseudo_label_quality
 from .plugins import get_plugin_manager
 from .protocols import Protocol
@@ -19,7 +19,7 @@ def load_trained(path: str, protocol_id: str | None = None, data_root: str | Non
     dataset of the ``split`` list of ``protocol_id`` (default: the run's own protocol)."""
     from .data import build_val_dataset
     from .data.roots import prepare_data
-    from .engine import build_context
+    from .engine import build_context, read_checkpoint
     from .models import build_model
     from .runner import resolve_device
 
@@ -47,9 +47,16 @@ def load_trained(path: str, protocol_id: str | None = None, data_root: str | Non
     context = build_context(trained_on, dev, doc["total_steps"], doc.get("precision", "fp32"))
     method = info.cls(model, info.cls.Config.model_validate(doc["method"]["config"]), context)
     method.extra_modules.to(dev)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    method.load_state_dict(state["method"])
+    state = read_checkpoint(ckpt_path, torch.device("cpu"), "it cannot be evaluated",
+                            "Evaluate another run, or rerun this one with --force to train it again")
+    try:
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise CheckpointError(f"checkpoint {ckpt_path} does not fit the {info.name} run described by {config_path} "
+                              f"({type(exc).__name__}: {detail}); it was copied or moved here from another run"
+                              ) from None
     return {"doc": doc, "info": info, "protocol": protocol, "method": method, "step": state["step"], "device": dev,
             "dataset": build_val_dataset(protocol, data_root_path, split_root, split=split)}
 

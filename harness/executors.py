@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -149,8 +150,49 @@ def local_command(spec: dict[str, Any], nproc: int) -> list[str]:
     return [sys.executable, *task]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn``: the child gets SIGTERM when the launcher dies, however it dies (SIGKILL included), so
+    that no trainer outlives the launcher that started it (it checkpoints and exits; a retry resumes it).
+    None where ``prctl`` does not exist (not Linux): the launcher's signal handlers still end its children.
+    The function is looked up here, in the parent, so that the forked child only calls it."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the launcher died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
+
+class LauncherStopped(KeyboardInterrupt):
+    """The launcher got SIGTERM or SIGHUP (e.g. its terminal closed); handled like Ctrl-C."""
+
+
+def _raise_stopped(signum, frame):
+    raise LauncherStopped(signal.Signals(signum).name)
+
+
+def _echo_quietly(echo: Callable[[str], None], text: str) -> None:
+    try:
+        echo(text)
+    except OSError:  # the terminal is gone (SIGHUP)
+        pass
+
+
 def run_local(entries: list[dict], opts: LocalOptions, echo: Callable[[str], None]) -> dict[str, int]:
-    """Run the entries' specs as subprocesses, ``parallel`` at a time; return {run_dir: exit code}."""
+    """Run the entries' specs as subprocesses, ``parallel`` at a time; return {run_dir: exit code}.
+
+    On Ctrl-C, SIGTERM or SIGHUP the running runs get SIGTERM (they checkpoint at the next step and stop) and the
+    launcher waits for them (60 s at most, then SIGKILL); if the launcher is killed outright, its children get
+    SIGTERM from the kernel (``PR_SET_PDEATHSIG``)."""
     parallel, slots, threads = _local_plan(opts)
     echo(f"local executor: {len(entries)} runs, {parallel} at a time, {opts.nproc} process(es) per run, "
          f"{threads} thread(s) per process")
@@ -158,6 +200,9 @@ def run_local(entries: list[dict], opts: LocalOptions, echo: Callable[[str], Non
     active: dict[int, tuple[subprocess.Popen, dict, Any, float]] = {}
     codes: dict[str, int] = {}
     done = 0
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while queue or active:
             for slot in range(parallel):
@@ -171,7 +216,8 @@ def run_local(entries: list[dict], opts: LocalOptions, echo: Callable[[str], Non
                 Path(entry["log"]).parent.mkdir(parents=True, exist_ok=True)
                 logf = open(entry["log"], "ab")
                 proc = subprocess.Popen(local_command(entry["spec"], opts.nproc), stdout=logf,
-                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                        stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        preexec_fn=_die_with_parent(os.getpid()))
                 active[slot] = (proc, entry, logf, time.monotonic())
             for slot, (proc, entry, logf, t0) in list(active.items()):
                 rc = proc.poll()
@@ -188,21 +234,32 @@ def run_local(entries: list[dict], opts: LocalOptions, echo: Callable[[str], Non
                 echo(line)
             if active:
                 time.sleep(0.2)
-    except KeyboardInterrupt:
-        echo("interrupted: asking the running runs to checkpoint and stop (SIGTERM)")
-        for proc, *_ in active.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        for proc, _, logf, _ in active.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            logf.close()
+    except KeyboardInterrupt as exc:
+        for sig in previous:  # a second signal must not interrupt the cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        what = f"{exc.args[0]} received" if isinstance(exc, LauncherStopped) else "interrupted"
+        _echo_quietly(echo, f"{what}: asking the running runs to checkpoint and stop (SIGTERM)")
+        _stop_children(active)
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return codes
+
+
+def _stop_children(active: dict[int, tuple[subprocess.Popen, dict, Any, float]], grace_s: float = 60.0) -> None:
+    for proc, *_ in active.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc, _, logf, _ in active.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        logf.close()
 
 
 def run_debug(entries: list[dict], echo: Callable[[str], None]) -> dict[str, int]:
@@ -217,6 +274,8 @@ def run_debug(entries: list[dict], echo: Callable[[str], None]) -> dict[str, int
         except StopRequested as stop:
             codes[entry["run_dir"]] = EXIT_STOPPED
             echo(f"[{i}/{len(entries)}] stopped {entry['label']} after step {stop.step}")
+            if stop.reason:  # SIGTERM / Ctrl-C: the whole grid stops, not only this run
+                raise KeyboardInterrupt from None
             continue
         except Exception as exc:  # noqa: BLE001 - one failing run must not stop the others
             codes[entry["run_dir"]] = 1

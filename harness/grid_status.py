@@ -30,6 +30,7 @@ import submitit
 
 from .errors import HarnessError
 from .manifest import METRICS, RECORD, STATUS, _read_json, latest_entries
+from .runlock import owner_alive
 
 __all__ = ["RunStatus", "collect_status", "format_status", "decide_state", "tail_lines"]
 
@@ -67,11 +68,23 @@ class RunStatus:
 
 
 def decide_state(*, finished: bool, status_state: str | None, executor: str | None, queue_state: str | None,
-                 queue_known: bool, launcher_alive: bool | None, result: str | None) -> tuple[str, str]:
+                 queue_known: bool, launcher_alive: bool | None, result: str | None,
+                 owner_alive: bool | None = None) -> tuple[str, str]:
     """(state, note) of one run from what can be observed. ``queue_known``: squeue answered;
-    ``result``: 'success' / 'error' from submitit's result pickle when it exists."""
+    ``result``: 'success' / 'error' from submitit's result pickle when it exists; ``owner_alive``: whether a
+    live process holds the run directory's lock (:func:`harness.runlock.owner_alive`; None: unknown). A
+    ``running`` status whose owner is gone is a run that was killed: it reads as interrupted."""
     if finished:
         return "finished", ""
+    if owner_alive and status_state != "failed":
+        if executor in ("local", "debug") and launcher_alive is False:
+            return "running", "its launcher ended; the trainer still runs"
+        if executor == "slurm" and queue_known and queue_state not in ACTIVE_STATES:
+            return "running", "not in the queue, but a trainer holds the run"
+        if executor not in ("local", "debug", "slurm"):
+            return "running", "started outside this grid"
+    if status_state == "running" and owner_alive is False and executor in ("local", "debug", None):
+        return "stopped", "interrupted: no process trains it any more (killed?); retry to resume"
     if executor == "slurm":
         if not queue_known:
             if status_state == "failed" or result == "error":
@@ -212,9 +225,10 @@ def collect_status(doc: dict[str, Any], *, lines: int = 5,
         status_state = st.get("state")
         if status_state and (st.get("updated") or 0) < (e.get("submitted_unix") or 0):
             status_state = None  # written by an earlier attempt (before this submission)
+        owner = owner_alive(rd) if not finished else None
         state, note = decide_state(finished=finished, status_state=status_state, executor=e.get("executor"),
                                    queue_state=qstate, queue_known=queue_known,
-                                   launcher_alive=_pid_alive(e.get("launcher")), result=result)
+                                   launcher_alive=_pid_alive(e.get("launcher")), result=result, owner_alive=owner)
         rs = RunStatus(label=e.get("label") or rd.name, run_dir=str(rd), state=state, job_id=job_id,
                        executor=e.get("executor"), queue_state=qstate, note=note, log=e.get("log"), entry=entry)
         if finished:

@@ -106,6 +106,8 @@ class GridFile(_Strict):
     splits_dir: str | None = None
     device: str = "auto"
     workers: int | None = pydantic.Field(None, ge=0)
+    checkpoint_every: int | str | None = pydantic.Field(
+        None, description="checkpoint cadence besides evaluations, e.g. 500, 30m, 500,30m or off (default 30m)")
     executor: Literal["slurm", "local", "debug"] = "slurm"
     slurm: SlurmOptions = pydantic.Field(default_factory=SlurmOptions)
     local: LocalOptions = pydantic.Field(default_factory=LocalOptions)
@@ -261,6 +263,7 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
     from .runner import RunSpec, run_dir
 
     out_abs = os.path.abspath(os.path.expanduser(out or grid.out))
+    every = None if grid.checkpoint_every is None else str(grid.checkpoint_every)
     variants = grid.variants or [Variant(name="default")]
     runs: list[PlannedRun] = []
     seen: set[str] = set()
@@ -276,7 +279,8 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
                     spec = RunSpec(method=method, protocol=protocol, seed=seed, overrides=overrides, out=out_abs,
                                    data_root=data_root or grid.data_root, splits_dir=splits_dir or grid.splits_dir,
                                    device=device or grid.device, workers=grid.workers if workers is None else workers,
-                                   force=False, stop_after=None, progress=False)
+                                   force=False, stop_after=None, progress=False,
+                                   checkpoint_every=every)
                     key = str(run_dir(spec))
                     if key in seen:
                         continue

@@ -8,6 +8,8 @@ reader never sees a half-written file and a crash never destroys the previous ve
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -21,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .errors import WriteError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -56,21 +60,52 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), default=_json_default, indent=1, sort_keys=False)
 
 
+#: errors of the file system rather than of the harness: reported as one sentence naming the file
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                 errno.EPERM: "operation not permitted", errno.EIO: "input/output error"}
+
+
+def write_error(path: Path, exc: OSError) -> WriteError | None:
+    """The :class:`WriteError` for an OSError of writing ``path``, or None for an error that is not the file
+    system's (a bug)."""
+    reason = _WRITE_ERRNOS.get(exc.errno)
+    if reason is None:
+        return None
+    return WriteError(f"cannot write {path}: {reason}", str(path), exc.errno)
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path):
+    """A temporary file next to ``path``, opened for writing, renamed over ``path`` on success and removed on
+    failure; a file-system error becomes a :class:`WriteError` naming ``path`` (no chained tracebacks)."""
+    path = Path(path)
+    tmp = None
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+        except OSError as exc:
+            err = write_error(path, exc)
+            if err is None:
+                raise
+            raise err from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, rename: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _temporary_beside(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -86,16 +121,9 @@ def read_json(path: Path) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through a file object (a full disk is then an OSError, not torch's writer errors)."""
+    with _temporary_beside(path) as f:
+        torch.save(obj, f)
 
 
 def rewrite_metrics(path: Path, entries: list[dict]) -> None:
@@ -111,7 +139,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
-    write_json(Path(run_dir) / STATUS, {"state": state, "updated": time.time(), "host": platform.node(), **fields})
+    write_json(Path(run_dir) / STATUS, {"state": state, "updated": time.time(), "host": platform.node(),
+                                        "pid": os.getpid(), **fields})
 
 
 def device_name(device: torch.device) -> str:

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .errors import HarnessError
+from .runlock import owner_alive
 
 RECORD = "record.json"
 STATUS = "status.json"
@@ -203,6 +204,8 @@ def _read_unfinished(run: Path) -> dict[str, Any]:
         st = json.loads((run / STATUS).read_text())
         if isinstance(st, dict):
             info["state"] = str(st.get("state", "unknown"))
+            if info["state"] == "running" and owner_alive(run) is False:
+                info["state"] = "interrupted"  # status.json says running, but no process holds the run
             info["step"] = st.get("step")
             info["total_steps"] = st.get("total_steps")
             if st.get("error"):
@@ -273,7 +276,7 @@ def read_manifest(path: Path) -> tuple[list[Path], list[dict[str, Any]] | None]:
                 if "settings_hash" in r:
                     e["settings_hash"] = str(r["settings_hash"])
                 elif isinstance(r.get("overrides"), dict):
-                    e["settings_hash"] = settings_hash(r["overrides"])
+                    e["settings_hash"] = settings_hash(e["method"], e["protocol"], r["overrides"])
                 if r.get("out"):
                     roots.append(rel(r["out"]))
             if e.get("method") and e.get("protocol"):
@@ -294,19 +297,19 @@ def _grid_file_runs(path: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     from .grids import expand, load_grid
 
     planned = expand(load_grid(path))
-    expected = [{"protocol": r.spec.protocol, "method": r.spec.method, "settings_hash": settings_hash(r.spec.overrides),
+    expected = [{"protocol": r.spec.protocol, "method": r.spec.method, "settings_hash": Path(r.run_dir).parent.name,
                  "seed": r.spec.seed} for r in planned]
     roots = sorted({Path(r.spec.out) for r in planned})
     return roots, expected
 
 
-def settings_hash(overrides: dict[str, Any]) -> str:
-    """Same as ``harness.runner.settings_hash`` (duplicated so that reading results does not import torch)."""
-    import hashlib
+def settings_hash(method: str, protocol: str, overrides: dict[str, Any]) -> str:
+    """The settings folder ``harness run`` uses for these overrides (``harness.runner.run_dir``: the resolved
+    settings that differ from the defaults). Imported here, not at the top: it loads the plugins and torch, which
+    only manifests that list runs by their overrides need."""
+    from .runner import RunSpec, run_dir
 
-    if not overrides:
-        return "default"
-    return hashlib.sha256(canonical(overrides).encode()).hexdigest()[:10]
+    return run_dir(RunSpec(method=method, protocol=protocol, overrides=overrides)).parent.name
 
 
 def load_results(sources: Iterable[str | Path], workers: int | None = None,

@@ -22,12 +22,16 @@ import torch
 import yaml
 
 from . import records
-from .errors import ConfigError, HarnessError
+from .errors import ConfigError, HarnessError, WriteError
+from .interrupts import stop_on_signals
 from .method import MethodConfig
 from .plugins import MethodInfo, get_plugin_manager
 from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
+from .resume import check_resume, config_with_start
+from .runlock import LOCK, RunLock
 
-RUN_OPTIONS = ("channels_last", "precision")
+RUN_OPTION_DEFAULTS = {"channels_last": False, "precision": "fp32"}
+RUN_OPTIONS = tuple(RUN_OPTION_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class RunSpec:
     force: bool = False
     stop_after: int | None = None
     progress: bool = True
+    checkpoint_every: str | None = None  # None: the engine's default (every 30 minutes of training)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -67,16 +72,67 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def settings_hash(overrides: dict[str, Any]) -> str:
-    """Folder name of a settings variant: ``default`` or a short hash of the canonical overrides."""
-    if not overrides:
+def _hash(doc: dict[str, Any]) -> str:
+    if not doc:
         return "default"
-    canon = json.dumps(overrides, sort_keys=True, default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def run_dir(spec: RunSpec) -> Path:
-    return Path(spec.out) / spec.protocol / spec.method / settings_hash(spec.overrides) / f"seed{spec.seed}"
+def literal_settings_hash(overrides: dict[str, Any]) -> str:
+    """The hash of the ``--set`` text as given: the folder of a run whose settings cannot be resolved (an
+    invalid run of a grid, which records its failure there), and the folder name of harness versions before
+    the settings were normalised."""
+    return _hash(overrides)
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differences(default: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
+    a, b = _flatten(default), _flatten(actual)
+    return {k: b[k] for k in sorted(b) if k not in a or a[k] != b[k]}
+
+
+def normalised_settings(r: "ResolvedRun") -> dict[str, Any]:
+    """What a run's settings change from the defaults, after validation: ``{"protocol": {"budget.iterations":
+    60}, "method": {"tau": 0.9}, "run": {"precision": "bf16"}}`` (empty sections left out).
+
+    The defaults are the protocol's own values and the method's config built from the protocol's
+    ``method_settings``; values are compared as the pydantic models hold them, so ``budget.iterations=60`` and
+    ``=60.0`` are one setting, and ``tau=0.95`` where 0.95 is the default is no setting at all. Execution facts
+    that do not change what is computed in expectation (threads, workers, device, checkpoint cadence) are not
+    settings; they are recorded in ``config.json`` and checked on resume."""
+    doc: dict[str, Any] = {}
+    base, new = r.base_protocol.model_dump(mode="json"), r.protocol.model_dump(mode="json")
+    proto = _differences({k: base[k] for k in OVERRIDABLE_SECTIONS}, {k: new[k] for k in OVERRIDABLE_SECTIONS})
+    method = _differences(r.base_config.model_dump(mode="json"), r.config.model_dump(mode="json"))
+    run = {k: v for k, v in sorted(r.options.items()) if v != RUN_OPTION_DEFAULTS[k]}
+    for name, section in (("protocol", proto), ("method", method), ("run", run)):
+        if section:
+            doc[name] = section
+    return doc
+
+
+def settings_hash(r: "ResolvedRun") -> str:
+    """Folder name of a settings variant: ``default``, or a short hash of :func:`normalised_settings`."""
+    return _hash(normalised_settings(r))
+
+
+def run_dir(spec: RunSpec, resolved: "ResolvedRun | None" = None) -> Path:
+    """``<out>/<protocol>/<method>/<settings hash>/seed<k>``; a spec that cannot be resolved (unknown
+    method, invalid value) is placed by the hash of its literal overrides."""
+    try:
+        folder = settings_hash(resolved or resolve(spec))
+    except HarnessError:
+        folder = literal_settings_hash(spec.overrides)
+    return Path(spec.out) / spec.protocol / spec.method / folder / f"seed{spec.seed}"
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -99,8 +155,8 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any]) -> MethodConfig:
-    """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors."""
+def default_method_config(info: MethodInfo, protocol: Protocol) -> MethodConfig:
+    """Method defaults ← the protocol's per-method settings."""
     try:  # the plugin's own defaults, validated explicitly (pydantic does not validate defaults by default)
         info.cls.Config.model_validate(info.cls.Config().model_dump())
     except pydantic.ValidationError as exc:
@@ -109,10 +165,15 @@ def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: 
                           f"plugin, not of the command") from None
     fixed = protocol.method_settings.get(info.name, {})
     try:
-        base = info.cls.Config.model_validate(fixed)
+        return info.cls.Config.model_validate(fixed)
     except pydantic.ValidationError as exc:
         raise ConfigError(f"protocol {protocol.id} ({protocol.source}): method_settings for '{info.name}' are "
                           f"invalid: {_format_validation(exc)}") from None
+
+
+def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any]) -> MethodConfig:
+    """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors."""
+    base = default_method_config(info, protocol)
     data = _merge(base.model_dump(), _nest(method_overrides))
     try:
         return info.cls.Config.model_validate(data)
@@ -131,11 +192,37 @@ class ResolvedRun:
     config: MethodConfig
     total_steps: int
     options: dict[str, Any]
+    base_protocol: Protocol          # the protocol as registered, before ``--set``
+    base_config: MethodConfig        # the method's defaults on this protocol, before ``--set``
+
+
+def check_spec(spec: RunSpec) -> None:
+    """The spec's own values (the rest is checked by resolving it); ConfigError naming the option."""
+    from .engine import parse_checkpoint_every
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not whole(spec.seed) or spec.seed < 0:
+        raise ConfigError(f"--seed must be a whole number >= 0 (it seeds the data order, the augmentations and the "
+                          f"initialisation), got {spec.seed!r}; use e.g. --seed 0")
+    if spec.workers is not None and (not whole(spec.workers) or spec.workers < 0):
+        raise ConfigError(f"--workers must be a whole number >= 0 (0 loads the data in the training process), got "
+                          f"{spec.workers!r}; leave it out for the default (0 on CPU, up to 8 on a GPU)")
+    if spec.stop_after is not None and (not whole(spec.stop_after) or spec.stop_after < 1):
+        raise ConfigError(f"--stop-after must be a number of steps >= 1, got {spec.stop_after!r}; leave it out to "
+                          f"train to the end")
+    if spec.checkpoint_every is not None:
+        try:
+            parse_checkpoint_every(spec.checkpoint_every)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
     """Method, protocol (with overrides), method config and step count of a run, checked before any training.
     ``world_size``: the processes the run will train on (default: ``WORLD_SIZE`` of the environment, else 1)."""
+    check_spec(spec)
     pm = get_plugin_manager()
     info = pm.methods.get(spec.method)
     protocol = pm.protocols.get(spec.protocol)
@@ -148,7 +235,10 @@ def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
     if options.get("precision", "fp32") not in PRECISIONS:
         raise ConfigError(f"run.precision (--precision) must be one of {', '.join(PRECISIONS)}, got "
                           f"{options['precision']!r}")
+    if not isinstance(options.get("channels_last", False), bool):
+        raise ConfigError(f"run.channels_last must be true or false, got {options['channels_last']!r}")
     method_over = {k: v for k, v in spec.overrides.items() if k not in proto_over and not k.startswith("run.")}
+    base_protocol = protocol
     if proto_over:
         protocol = protocol.with_overrides(proto_over)
     config = build_method_config(info, protocol, method_over)
@@ -169,7 +259,8 @@ def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
                               f"processes; use a number of processes that divides it")
     info.cls.check_run(protocol, config, world)
     total = info.cls.total_steps(protocol, config) if hasattr(info.cls, "total_steps") else protocol.total_iterations
-    return ResolvedRun(spec, info, protocol, config, total, options)
+    return ResolvedRun(spec, info, protocol, config, total, options, base_protocol,
+                       default_method_config(info, protocol))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -192,7 +283,8 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "protocol": p.model_dump(mode="json"),
         "seed": r.spec.seed,
         "overrides": r.spec.overrides,
-        "settings_hash": settings_hash(r.spec.overrides),
+        "settings": normalised_settings(r),
+        "settings_hash": settings_hash(r),
         "total_steps": r.total_steps,
         "iters_per_epoch": p.iters_per_epoch,
         "world_size": world_size,
@@ -224,31 +316,95 @@ def _synthetic_fingerprint(root: Path) -> str:
     return recorded_fingerprint(root)
 
 
-def _comparable(doc: dict) -> dict:
-    """The part of config.json that must match for a run directory to be resumed."""
-    return {k: doc[k] for k in ("method", "protocol", "seed", "overrides", "total_steps")}
-
-
 def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
 def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train (or resume) one run and return its record. A finished run is returned as is unless ``force``."""
+    """Train (or resume) one run and return its record. A finished run is returned as is unless ``force``.
+
+    The trainer (rank 0) holds the run directory's lock (:mod:`harness.runlock`) from before it changes anything
+    in the folder until it returns: a second trainer of the same run, or ``--force`` on a run being trained, is
+    refused with an error naming the owner. In the main thread, SIGTERM and Ctrl-C stop the run at the next step
+    boundary with a checkpoint (:mod:`harness.interrupts`)."""
     from . import distributed
     from .data.roots import prepare_data
-    from .engine import Engine
+    from .engine import StopRequested
 
     r = resolve(spec)
-    out_dir = run_dir(spec)
-    record_path = out_dir / records.RECORD
-    if record_path.exists() and not spec.force:
+    out_dir = run_dir(spec, r)
+    if (out_dir / records.RECORD).exists() and not spec.force:
         raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
                            f"again from scratch (its files are replaced)")
     dist, device = distributed.setup(resolve_device(spec.device))
-    if spec.force and out_dir.exists() and dist.is_main:
-        shutil.rmtree(out_dir)
-    data_root, split_root = prepare_data(r.protocol, spec.data_root, spec.splits_dir)
+    data = prepare_data(r.protocol, spec.data_root, spec.splits_dir)  # before the run directory is made
+    lock = RunLock(out_dir) if dist.is_main else None
+    if lock is not None:
+        _make_run_dir(out_dir, spec.out)
+        lock.acquire(force=spec.force)
+    try:
+        if lock is not None and (out_dir / records.RECORD).exists() and not spec.force:  # finished while we waited
+            raise HarnessError(f"run {out_dir} is already finished (record.json exists); pass --force to train it "
+                               f"again from scratch (its files are replaced)")
+        if lock is not None:
+            if spec.force:
+                _clear_run_dir(out_dir)
+            _remove_orphans(out_dir)
+        with stop_on_signals(should_stop) as (stop_check, flag):
+            try:
+                return _train(spec, r, out_dir, dist, device, data, stop_check)
+            except StopRequested as stop:
+                stop.reason = flag.reason
+                raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _make_run_dir(out_dir: Path, out: str) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err = records.write_error(out_dir, exc)
+        if err is None:
+            raise
+        reason = str(err).rsplit(": ", 1)[-1]
+        raise WriteError(f"cannot create the run directory {out_dir} under --out {out}: {reason}. Pass --out "
+                         f"pointing at a folder this user can write to (default: ./runs)", str(out_dir),
+                         exc.errno) from None
+    if not os.access(out_dir, os.W_OK):
+        raise WriteError(f"cannot write in the run directory {out_dir} under --out {out}: permission denied. Pass "
+                         f"--out pointing at a folder this user can write to (default: ./runs)", str(out_dir))
+
+
+def _clear_run_dir(out_dir: Path) -> None:
+    """``--force``: everything but the lock this process holds."""
+    for p in out_dir.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _remove_orphans(out_dir: Path) -> None:
+    """Temporary files of atomic writes (``.latest.pt.*.tmp``, ...) left by a trainer that was killed mid-write;
+    with the lock held, no live process is writing them."""
+    for p in out_dir.glob(".*.tmp"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.device, data: tuple[Path, Path],
+           should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    from . import distributed
+    from .engine import Engine, StopRequested
+
+    record_path = out_dir / records.RECORD
+    data_root, split_root = data
     distributed.barrier()
     out_dir.mkdir(parents=True, exist_ok=True)
     pm = get_plugin_manager()
@@ -257,45 +413,75 @@ def execute(spec: RunSpec, should_stop: Callable[[], bool] | None = None) -> dic
                     total_steps=r.total_steps,
                     workers=default_workers(device) if spec.workers is None else spec.workers,
                     stop_after=spec.stop_after, should_stop=should_stop, progress=spec.progress,
+                    checkpoint_every=spec.checkpoint_every,
                     channels_last=bool(r.options.get("channels_last", False)),
                     precision=r.options.get("precision", "fp32"), dist=dist, emit=pm.emit)
     doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"),
                            dist.world)
     config_path = out_dir / records.CONFIG
-    if (out_dir / records.CHECKPOINT).exists() and config_path.exists():
-        old = records.read_json(config_path)
-        if json.dumps(_comparable(old), sort_keys=True) != json.dumps(_comparable(json.loads(records.dumps(doc))),
-                                                                      sort_keys=True):
-            raise HarnessError(f"run directory {out_dir} holds a checkpoint of a different configuration "
-                               f"(compare {config_path} with this run); pass --force to start it again")
+    doc = json.loads(records.dumps(doc))  # as config.json holds it
+    old = records.read_json(config_path) if config_path.exists() else None
+    if old is not None and (out_dir / records.CHECKPOINT).exists():
+        check_resume(old, doc, out_dir)
     state = engine.initial_state()  # the checkpoint is read once, here
-    if state.step:
-        doc["resumed_from_step"] = state.step
-    if dist.is_main:
-        records.write_json(config_path, doc)
-        records.write_status(out_dir, "running", step=0, total_steps=r.total_steps)
-        pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
-                          "seed": spec.seed})
     try:
-        state = engine.fit(state)
-    except Exception as exc:
-        from .engine import StopRequested
-        if isinstance(exc, StopRequested):
-            raise
         if dist.is_main:
-            tb = traceback.format_exc()
-            records.write_status(out_dir, "failed", error=f"{type(exc).__name__}: {exc}", traceback=tb[-4000:],
-                                 total_steps=r.total_steps)
-            pm.emit("fail", {"run_dir": str(out_dir), "error": str(exc)})
+            records.write_json(config_path, config_with_start(old, doc, state.step))
+            records.write_status(out_dir, "running", step=state.step, total_steps=r.total_steps)
+            pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
+                              "seed": spec.seed})
+        state = engine.fit(state)
+        record = build_record(r, state, out_dir, device, doc)
+        if dist.is_main:
+            records.write_json(record_path, record)
+            records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
+                                 last_miou=record["final"]["miou"])
+    except StopRequested:
         raise
-    record = build_record(r, state, out_dir, device, doc)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this step, the previous one stands
+        if dist.is_main:
+            _status_quietly(out_dir, "stopped", step=engine.checkpoint_step or 0, total_steps=r.total_steps,
+                            note="aborted during a step; resumes from the last checkpoint")
+        raise
+    except Exception as exc:
+        if isinstance(exc, WriteError):
+            exc = _write_failure(exc, engine)
+        if dist.is_main:
+            _status_quietly(out_dir, "failed", error=f"{type(exc).__name__}: {exc}",
+                            traceback=traceback.format_exc()[-4000:], step=engine.checkpoint_step,
+                            total_steps=r.total_steps)
+            pm.emit("fail", {"run_dir": str(out_dir), "error": str(exc)})
+        if isinstance(exc, WriteError):
+            raise exc from None
+        raise
     if dist.is_main:
-        records.write_json(record_path, record)
-        records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
-                             last_miou=record["final"]["miou"])
         pm.emit("finish", {"run_dir": str(out_dir), **record})
     distributed.barrier()
     return record
+
+
+def _status_quietly(out_dir: Path, state: str, **fields: Any) -> None:
+    """status.json on the way out of a failure: if even that cannot be written (full disk), the file keeps
+    saying ``running`` and readers, finding no process that holds the run, call it interrupted."""
+    try:
+        records.write_status(out_dir, state, **fields)
+    except (OSError, WriteError):
+        pass
+
+
+def _write_failure(exc: WriteError, engine) -> WriteError:
+    """A file-system error while training, with what was kept and how to go on."""
+    import errno
+
+    ckpt = engine.checkpoint_path
+    if engine.checkpoint_step is not None and ckpt.exists():
+        kept, then = f"its checkpoint of step {engine.checkpoint_step} ({ckpt}) was kept", "to resume from it"
+    else:
+        kept, then = "no checkpoint had been written yet", "to start it again"
+    fix = {errno.ENOSPC: "Free space on that file system", errno.EDQUOT: "Free space within your quota",
+           errno.EIO: "Check that disk"}.get(exc.errno, "Make that folder writable")
+    return WriteError(f"{exc}. The run stopped; {kept}. {fix}, then rerun the same command {then} (or pass --out "
+                      f"on another file system to train the run there from step 0)", exc.path, exc.errno)
 
 
 def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc: dict) -> dict[str, Any]:
@@ -311,7 +497,7 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
         "family": r.protocol.family,
         "labeled": r.protocol.labeled_count,
         "seed": r.spec.seed,
-        "settings_hash": settings_hash(r.spec.overrides),
+        "settings_hash": settings_hash(r),
         "overrides": r.spec.overrides,
         "eval_mode": r.protocol.eval.name,
         "backbone": r.protocol.model.backbone,

@@ -129,7 +129,11 @@ def variant_labels(runs: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list
     folded: dict[str, list[str]] = {}
     for v in variants.itertuples(index=False):
         shown = v.overrides
-        if v.settings_hash != "default":
+        if v.settings_hash == "default" and v.overrides:  # a default folder's overrides only restate defaults
+            shown = {}
+            text = ", ".join(f"{k}={v.overrides[k]}" for k in sorted(v.overrides))
+            folded.setdefault(text, []).append(v.method)
+        elif v.settings_hash != "default":
             redundant = redundant_overrides(v.overrides, protocols_of[(v.method, v.settings_hash)], known)
             rest = {k: x for k, x in v.overrides.items() if k not in redundant}
             if redundant and (rest or "default" not in hashes_of[v.method]):

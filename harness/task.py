@@ -13,6 +13,7 @@ in a worker thread while the main thread waits, so signal handlers can act at an
   reach the next step boundary and write ``latest.pt`` (``StopRequested``), and returns a
   ``DelayedSubmission`` of itself; submitit requeues the job and the rerun resumes. Nothing already
   trained is lost.
+* ``SIGINT`` (a task run by hand) is handled as ``SIGTERM`` outside SLURM: checkpoint, exit 3.
 * ``scontrol requeue`` / plain preemption send ``SIGTERM`` (then ``SIGKILL`` after ``KillWait``;
   submitit ignores SIGTERM and does not call ``checkpoint()``): the task's own SIGTERM handler sets the
   stop flag, the engine checkpoints at the next step boundary, and the task waits to be killed (if no
@@ -52,6 +53,7 @@ import submitit
 from .errors import HarnessError
 from .grids import spec_from_dict
 from .manifest import RECORD, STATUS, _read_json
+from .runlock import RunLockedError
 
 __all__ = ["GridTask", "export_distributed_env", "record_failure", "EXIT_STOPPED"]
 
@@ -101,7 +103,7 @@ def _log(msg: str) -> None:
 
 def record_failure(out_dir: Path, exc: BaseException) -> None:
     """Mark the run failed in status.json unless the engine already did (rank 0 only)."""
-    if _rank() != 0:
+    if _rank() != 0 or (Path(out_dir) / RECORD).exists():
         return
     status_path = Path(out_dir) / STATUS
     try:
@@ -178,6 +180,8 @@ class GridTask(submitit.helpers.Checkpointable):
                     self._await_kill(stop.step)
                     self._stop.clear()
                     self._term_received = False
+                except RunLockedError:
+                    raise  # the run's status belongs to the process that trains it
                 except Exception as exc:
                     record_failure(out_dir, exc)
                     raise
@@ -222,17 +226,24 @@ class GridTask(submitit.helpers.Checkpointable):
         return box["result"]
 
     def _install_sigterm(self) -> Callable[[], None]:
-        previous = signal.getsignal(signal.SIGTERM)
+        """SIGTERM (and SIGINT, e.g. Ctrl-C on a task run by hand) → checkpoint at the next step boundary."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-        def on_sigterm(signum, frame):
+        def on_signal(signum, frame):
             self._term_received = True
             self._stop.set()
-            _log("SIGTERM: checkpointing at the next step boundary (the rerun resumes from latest.pt)")
-            if callable(previous):
-                previous(signum, frame)  # submitit's handler only logs ("Bypassing signal SIGTERM")
+            _log(f"{signal.Signals(signum).name}: checkpointing at the next step boundary (the rerun resumes from "
+                 f"latest.pt)")
+            if signum == signal.SIGTERM and callable(previous[signum]):
+                previous[signum](signum, frame)  # submitit's handler only logs ("Bypassing signal SIGTERM")
 
-        signal.signal(signal.SIGTERM, on_sigterm)
-        return lambda: signal.signal(signal.SIGTERM, previous)
+        for sig in previous:
+            signal.signal(sig, on_signal)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return restore
 
     def _await_kill(self, step: int) -> None:
         _log(f"stopped after step {step} with latest.pt written; waiting for SLURM to end this job "

@@ -197,6 +197,14 @@ def collate_step(samples: Sequence[dict]) -> tuple[dict, dict | None]:
     return labeled, unlabeled
 
 
+def data_check_hint(protocol: Protocol, root: str | Path) -> str:
+    """What a read error during training adds: the command that finds every such file before a run."""
+    splits = "" if protocol.dataset == "synthetic" else " (and --splits-dir, if the run has one)"
+    return (f"`harness data check --protocol {protocol.id} --data-root {root}`{splits} lists every missing or "
+            f"unreadable file of the protocol at once; fix them all, then rerun (a run resumes from its last "
+            f"checkpoint)")
+
+
 class TrainLoader:
     """Iterable of ``(labeled, unlabeled | None)`` per step from ``start_step``; see the module docstring.
 
@@ -248,14 +256,15 @@ def build_train_loader(protocol: Protocol, data_root: str | Path | None, split_r
         splits["unlabeled"] = None
     s = protocol.splits
     split_root = Path(split_root)
+    hint = data_check_hint(protocol, root)
     labeled = SegmentationSource(root, splits["labeled"], protocol.num_classes, protocol.dataset,
                                  split_name=str(split_root / s.labeled.path), masks=True, cache=cache,
-                                 check_files=check_files)
+                                 check_files=check_files, check_hint=hint)
     unlabeled = None
     if splits["unlabeled"] is not None:
         unlabeled = SegmentationSource(root, splits["unlabeled"], protocol.num_classes, protocol.dataset,
                                        split_name=str(split_root / s.unlabeled.path), masks=False, cache=cache,
-                                       check_files=check_files)
+                                       check_files=check_files, check_hint=hint)
     streams = TrainStreams(seed, len(labeled), protocol.budget.batch_labeled,
                            len(unlabeled) if unlabeled is not None else 0, protocol.budget.batch_unlabeled)
     samples = TrainSamples(labeled, unlabeled, protocol.crop_size, seed, crops_unlabeled, protocol.scale_range)
@@ -296,7 +305,7 @@ def build_val_dataset(protocol: Protocol, data_root: str | Path | None, split_ro
     entries = verify_split(split_root, spec)
     source = SegmentationSource(root, entries, protocol.num_classes, protocol.dataset,
                                 split_name=str(Path(split_root) / spec.path), masks=True,
-                                cache=cache, check_files=check_files)
+                                cache=cache, check_files=check_files, check_hint=data_check_hint(protocol, root))
     return ValDataset(source)
 
 

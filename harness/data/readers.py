@@ -40,6 +40,33 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+#: EXIF orientations that swap width and height when a viewer applies them (90° / 270° rotations)
+_EXIF_TRANSPOSED = {5, 6, 7, 8}
+
+
+def exif_orientation(path: str | Path) -> int | None:
+    """The EXIF orientation tag of an image file (1 = as stored), or None without one."""
+    try:
+        with Image.open(path) as img:
+            value = img.getexif().get(0x0112)
+    except _READ_ERRORS:
+        return None
+    return int(value) if value else None
+
+
+def size_mismatch_hint(image_path: str | Path, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> str:
+    """Why an image and its mask may differ in size: an EXIF orientation the harness does not apply."""
+    orientation = exif_orientation(image_path)
+    if orientation in (None, 1):
+        return ""
+    turned = orientation in _EXIF_TRANSPOSED and tuple(image_hw[::-1]) == tuple(mask_hw)
+    return (f" The image carries an EXIF orientation tag ({orientation}: shown {'rotated' if turned else 'turned'} by "
+            f"viewers), which the harness, like the reference code, does not apply: its pixels are read as stored"
+            + (", and rotated they would match the mask" if turned else "") + ". Save the image with the rotation "
+            f"applied to the pixels and the tag removed (e.g. PIL.ImageOps.exif_transpose), so that image and mask "
+            f"agree as stored.")
+
+
 def _allowed_table(num_classes: int) -> np.ndarray:
     allowed = np.zeros(256, dtype=bool)
     allowed[: min(num_classes, 256)] = True
@@ -87,7 +114,8 @@ def read_mask(path: str | Path, num_classes: int, lut: np.ndarray | None = None)
             hint = ""
             if lut is None and mode == "L":
                 hint = (" A greyscale mask with such values may be a palette mask converted to 'L' (luminance) or "
-                        "a Cityscapes labelIds file that needs the trainIds mapping.")
+                        "a Cityscapes labelIds file that needs the trainIds mapping (`harness data prepare-cityscapes "
+                        "--data-root ROOT` writes the *_gtFine_labelTrainIds.png files).")
             raise DataError(
                 f"mask {path} has values {_fmt_values(bad)} outside the allowed class indices 0–{num_classes - 1} "
                 f"and 255 (ignore); {int((~ok).sum())} pixels affected.{hint}")
@@ -186,7 +214,8 @@ class SegmentationSource:
     """
 
     def __init__(self, root: str | Path, entries: Sequence[Entry], num_classes: int, dataset: str,
-                 split_name: str | None = None, masks: bool = True, cache: bool = False, check_files: bool = True):
+                 split_name: str | None = None, masks: bool = True, cache: bool = False, check_files: bool = True,
+                 check_hint: str = ""):
         self.layout = make_layout(dataset, root, masks)
         self.root = self.layout.root
         self.entries = list(entries)
@@ -195,6 +224,7 @@ class SegmentationSource:
         self.split_name = split_name or "<split list>"
         self.masks = masks
         self.cache = cache
+        self.check_hint = check_hint  # how to find every unreadable file at once, added to read errors
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         if check_files:
             self.check_files()
@@ -249,7 +279,10 @@ class SegmentationSource:
         p = self.image_path(i)
         if not p.exists():
             raise self._missing(i, "image", p)
-        img = read_image(p)
+        try:
+            img = read_image(p)
+        except DataError as exc:
+            raise DataError(f"{exc} (entry #{i + 1} of {self.split_name}).{self._check_hint()}") from None
         if self.cache:
             img.flags.writeable = False
             self._cache[i] = (img, None)
@@ -263,7 +296,13 @@ class SegmentationSource:
         p, lut = self.layout.mask_path(self.entries[i][1])
         if not p.exists():
             raise self._missing(i, "mask", p)
-        return read_mask(p, self.num_classes, lut)
+        try:
+            return read_mask(p, self.num_classes, lut)
+        except DataError as exc:
+            raise DataError(f"{exc} (entry #{i + 1} of {self.split_name}).{self._check_hint()}") from None
+
+    def _check_hint(self) -> str:
+        return f" {self.check_hint}" if self.check_hint else ""
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """``(image H×W×3 uint8, mask H×W uint8)``; differing sizes are a DataError naming both files."""
@@ -274,7 +313,8 @@ class SegmentationSource:
         if img.shape[:2] != mask.shape:
             raise DataError(
                 f"image {self.image_path(i)} is {img.shape[1]}×{img.shape[0]} (W×H) but its mask "
-                f"{self.mask_path(i)} is {mask.shape[1]}×{mask.shape[0]}; entry #{i + 1} of {self.split_name}")
+                f"{self.mask_path(i)} is {mask.shape[1]}×{mask.shape[0]}; entry #{i + 1} of {self.split_name}."
+                f"{size_mismatch_hint(self.image_path(i), img.shape[:2], mask.shape)}{self._check_hint()}")
         if self.cache:
             mask.flags.writeable = False
             self._cache[i] = (img, mask)

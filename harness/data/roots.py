@@ -57,6 +57,7 @@ def check_root(protocol_id: str, data_root: str | None, splits_dir: str | None) 
     protocol = get_plugin_manager().protocols.get(protocol_id)
     root, split_root = prepare_data(protocol, data_root, splits_dir)
     files = [split_root / f.path for f in protocol_split_files(protocol)]
+    unlabeled = [split_root / protocol.splits.unlabeled.path] if protocol.splits.unlabeled is not None else []
     report = check_dataset_root(protocol.dataset if protocol.dataset != "synthetic" else "voc", root, files,
-                                num_classes=protocol.num_classes)
+                                num_classes=protocol.num_classes, unlabeled=unlabeled)
     return report.ok, report.format()

@@ -125,7 +125,22 @@ def verify_split(split_root: str | Path, split: SplitFile) -> list[Entry]:
     entries = parse_split_bytes(data, path)
     if len(entries) != split.count:
         raise DataError(f"split file {path} has {len(entries)} entries, the protocol expects {split.count}")
+    check_unique(entries, path)
     return entries
+
+
+def check_unique(entries: Sequence[Entry], source: str | Path, show: int = 5) -> None:
+    """An image listed twice in one split file is a DataError naming the images and their lines."""
+    lines: dict[str, list[int]] = {}
+    for lineno, (image, _) in enumerate(entries, start=1):
+        lines.setdefault(image, []).append(lineno)
+    dup = [(image, at) for image, at in lines.items() if len(at) > 1]
+    if dup:
+        shown = "; ".join(f"{image} (entries {', '.join(map(str, at))})" for image, at in dup[:show])
+        more = f" and {len(dup) - show} more" if len(dup) > show else ""
+        raise DataError(f"split file {source} lists {len(dup)} image(s) more than once: {shown}{more}. Each image "
+                        f"must be listed once (a repeated one is trained or evaluated on more often than the others); "
+                        f"remove the repeated entries, then update the protocol's sha256 and count for this file")
 
 
 def check_disjoint(labeled: Sequence[Entry], unlabeled: Sequence[Entry], source_names: Sequence[str] = ("labeled", "unlabeled"),
@@ -155,10 +170,27 @@ def load_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str
         "unlabeled": verify_split(split_root, s.unlabeled) if s.unlabeled is not None else None,
         "val": verify_split(split_root, s.val),
     }
+    root = Path(split_root)
     if out["unlabeled"] is not None:
-        root = Path(split_root)
         check_disjoint(out["labeled"], out["unlabeled"], (str(root / s.labeled.path), str(root / s.unlabeled.path)))
+    for name, train in (("labeled", s.labeled), ("unlabeled", s.unlabeled)):
+        if train is not None:
+            check_not_evaluated(out[name], out["val"], str(root / train.path), str(root / s.val.path))
     return out
+
+
+def check_not_evaluated(train: Sequence[Entry], val: Sequence[Entry], train_name: str, val_name: str,
+                        show: int = 5) -> None:
+    """A validation image that is also in a training list is a DataError naming both files and the images:
+    the run would be scored on images it trained on."""
+    common = sorted({e[0] for e in val}.intersection(e[0] for e in train))
+    if common:
+        more = f" (and {len(common) - show} more)" if len(common) > show else ""
+        raise DataError(
+            f"validation list {val_name} and training list {train_name} share {len(common)} image(s): "
+            f"{', '.join(common[:show])}{more}. An image the run trains on must not be one it is evaluated on (its "
+            f"score would be inflated); remove them from one of the lists, then update the protocol's sha256 and "
+            f"count for that file")
 
 
 def verify_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str, list[Entry] | None]:

@@ -55,7 +55,9 @@ Generation is atomic (a temporary sibling folder renamed at the end). Regenerate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -67,7 +69,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -715,13 +717,49 @@ def generate(root: str | Path, version: int = SYNTHETIC_VERSION, num_train: int 
     labeled_counts = tuple(sorted(c for c in labeled_counts if c < num_train))
     if not labeled_counts:
         raise DataError(f"synthetic: every labeled count must be smaller than num_train={num_train}")
-    if root.exists():
-        ok, why = _manifest_ok(root, version, p, num_train, num_val)
-        if ok:
-            return root
-        raise DataError(f"synthetic dataset root {root} exists but cannot be reused: {why}. "
-                        f"Delete it or choose another root.")
     root.parent.mkdir(parents=True, exist_ok=True)
+    with _generation_lock(root) as locked:
+        if root.exists():
+            ok, why = _manifest_ok(root, version, p, num_train, num_val)
+            if ok:
+                return root
+            raise DataError(f"synthetic dataset root {root} exists but cannot be reused: {why}. "
+                            f"Delete it or choose another root.")
+        if locked:
+            _remove_partials(root)
+        return _generate_into(root, version, num_train, num_val, workers, progress, labeled_counts, p)
+
+
+@contextlib.contextmanager
+def _generation_lock(root: Path) -> Iterator[bool]:
+    """An exclusive flock on the folder that holds ``root``, for the whole generation (yields whether it is
+    held): a second generator waits, then reuses the finished root; and any ``.<root name>.partial-*`` folder
+    found while holding it belongs to a generator that died (the kernel released its lock). Locking the folder
+    leaves no lock file behind."""
+    fd = os.open(root.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that generates a dataset in {root.parent}", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: generate unlocked, and leave partial folders alone
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _remove_partials(root: Path) -> None:
+    for orphan in root.parent.glob(f".{root.name}.partial-*"):
+        shutil.rmtree(orphan, ignore_errors=True)
+
+
+def _generate_into(root: Path, version: int, num_train: int, num_val: int, workers: int,
+                   progress: Callable[[int, int], None] | None, labeled_counts: tuple[int, ...],
+                   p: "SynthParams") -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
         (tmp / "JPEGImages").mkdir()

@@ -323,6 +323,10 @@ def test_killed_generation_leaves_no_root(tmp_path):
     assert leftovers and all(name.startswith(".v1.partial-") for name in leftovers)
     with pytest.raises(DataError):
         syn.ensure_synthetic(tmp_path / leftovers[0])  # a partial folder is never accepted as a root
+    other = tmp_path / ".v2.partial-abc"  # another root's: not this generation's business
+    other.mkdir()
+    assert syn.generate(root, **SMALL) == root  # the next generation of that root removes its orphans
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".v2.partial-abc", "v1"]
 
 
 def test_default_root(monkeypatch, tmp_path):
