@@ -258,6 +258,7 @@ def cmd_table(args) -> int:
     else:
         reported = load_reported(args.reported_dir) if args.reported else None
         table = build_table(rs, metric=args.metric, delta=args.delta, reported=reported, methods=args.methods,
+                            interval="ci" if args.ci else "std",
                             protocols=args.protocols, show_partial=args.partial, all_reported=args.all_reported)
     _emit(render(table, args.format), args.out)
     return 0
@@ -378,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["final", "best"], default="final",
                    help="final checkpoint (default) or best-on-val (selected on the evaluation set)")
     p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
-    p.add_argument("--delta", action="store_true", help="show Δ vs the supervised row of the same protocol")
+    p.add_argument("--delta", action="store_true",
+                   help="show Δ vs the supervised row of the same protocol, with its 95%% interval and p-value")
+    p.add_argument("--ci", action="store_true",
+                   help="± is the half-width of the 95%% confidence interval of the mean (t over seeds), not the std")
     p.add_argument("--per-class", metavar="PROTOCOL", help="per-class IoU table of one protocol instead")
     p.add_argument("--reported", action=argparse.BooleanOptionalAction, default=True,
                    help="add matching reported reference rows from benchmarks/reported (default: on)")

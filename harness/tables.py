@@ -243,6 +243,9 @@ class Cell:
     value: float = math.nan  # what is compared for the best mark (Δ in the delta view)
     best: bool = False
     note: str = ""
+    halfwidth: float = math.nan  # of the 95 % interval: of the mean (--ci) or of Δ (delta view)
+    p_value: float = math.nan    # delta view: against the supervised row (paired over seeds when they match)
+    paired: bool | None = None
 
 
 @dataclass
@@ -256,6 +259,7 @@ class Table:
     metric: str = "final"
     delta: bool = False
     stub_header: str = "method"
+    interval: str = "std"  # std | ci: what ± means in the cells
     kind: str = "main"  # main | per-class
     grouped: bool = True
 
@@ -277,6 +281,15 @@ def fmt_stats(mean: float, std: float, n: int, signed: bool = False) -> str:
     if n <= 1 or not math.isfinite(std):
         return f"{m} ({n})"
     return f"{m} ± {std:.2f} ({n})"
+
+
+def fmt_delta(cmp) -> str:
+    """Δ ± its 95 % half-width, with the p-value; "n.s." when p ≥ 0.05."""
+    text = fmt_stats(cmp.delta, cmp.halfwidth, cmp.n, signed=True)
+    if math.isfinite(cmp.p_value):
+        p = "p < 0.001" if cmp.p_value < 0.001 else f"p = {cmp.p_value:.3f}"
+        text += f", {p}" + ("" if cmp.significant else " n.s.")
+    return text
 
 
 # --------------------------------------------------------------------------- reported rows
@@ -405,8 +418,14 @@ def _keys(k: str) -> list[str]:
 
 def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, reported: pd.DataFrame | None = None,
                 methods: list[str] | None = None, protocols: list[str] | None = None,
-                show_partial: bool = False, all_reported: bool = False) -> Table:
-    """The methods × protocols table of a result set (see the module docstring for the rules)."""
+                show_partial: bool = False, all_reported: bool = False, interval: str = "std") -> Table:
+    """The methods × protocols table of a result set (see the module docstring for the rules). ``interval``:
+    ``std`` (± sample standard deviation) or ``ci`` (± half-width of the 95 % t interval of the mean)."""
+    from .results import METRIC_COLUMNS
+    from .stats import compare, t_halfwidth
+
+    if interval not in ("std", "ci"):
+        raise HarnessError(f"interval must be 'std' or 'ci', got {interval!r}")
     runs = filter_runs(rs.runs, methods, protocols)
     if runs.empty:
         what = []
@@ -417,6 +436,9 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
         raise HarnessError("no finished runs" + (f" for {' and '.join(what)}" if what else "") +
                            f" under {', '.join(map(str, rs.roots)) or 'the given sources'}")
     agg = aggregate(runs, metric)
+    per_seed: dict[tuple[str, str, str], dict] = defaultdict(dict)  # (method, settings, protocol) → seed → value
+    for r in runs[runs[METRIC_COLUMNS[metric]].notna()].itertuples(index=False):
+        per_seed[(r.method, r.settings_hash, r.protocol)][r.seed] = float(getattr(r, METRIC_COLUMNS[metric]))
     notes: list[str] = []
     if metric == "best":
         no_best = runs[runs["best_miou"].isna()]
@@ -489,7 +511,12 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                     cells[(row.key, col.id)] = Cell(state="partial", mean=a.mean, std=a.std, n=a.n, note=note)
                 notes.append(("† " if show_partial else "— ") + note + ".")
                 continue
-            cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, a.std, a.n), "ok", a.mean, a.std, a.n, a.mean)
+            if interval == "ci":
+                half = t_halfwidth(list(per_seed[key].values()))
+                cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, half, a.n), "ok", a.mean, a.std, a.n, a.mean,
+                                                halfwidth=half)
+            else:
+                cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, a.std, a.n), "ok", a.mean, a.std, a.n, a.mean)
     for label, cols_missing in missing_by_row.items():
         notes.append(f"— {label}: no finished run on {', '.join(cols_missing)}.")
     if any(c.state == "empty" for c in cells.values()):
@@ -523,11 +550,13 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                         c.text, c.state, c.value = "—", "missing", math.nan
                         no_base.append(f"{row.label} on {col.id}")
                     continue
-                d = c.mean - base.mean
+                cmp = compare(per_seed[("supervised", base.settings_hash, col.id)],
+                              per_seed[(row.method, row.settings_hash, col.id)])
+                c.halfwidth, c.p_value, c.paired = cmp.halfwidth, cmp.p_value, cmp.paired
                 if c.state == "ok":
-                    c.text, c.value = fmt_stats(d, math.nan, c.n, signed=True), d
+                    c.text, c.value = fmt_delta(cmp), cmp.delta
                 elif show_partial:
-                    c.text = fmt_stats(d, math.nan, c.n, signed=True) + "†"
+                    c.text = fmt_delta(cmp) + "†"
         if no_base:
             notes.append("— no supervised run with the same protocol-level settings for: " + ", ".join(no_base) + ".")
 
@@ -538,7 +567,7 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
         if len(vals) >= 1:
             top = max(v for v, _ in vals)
             for v, c in vals:
-                c.best = v == top
+                c.best = v == top and (top > 0 or not delta)  # the Δ view bolds the best improvement only
 
     # reference rows
     ref_rows: list[Row] = []
@@ -600,12 +629,13 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                      f"(--all-reported shows them).")
 
     all_rows = rows + ref_rows
-    caption = _caption(columns, rows, ref_rows, metric, delta, show_partial)
+    caption = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval)
     title = ("Δ mIoU vs supervised" if delta else "mIoU") + (f" — {BEST_TITLE}" if metric == "best" else "")
     for c in columns:
         c.header = c.id + (f" — {BEST_TITLE}" if metric == "best" else "")
     interp = [INTERPRETATION_NOTES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
-    return Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta)
+    return Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
+                 interval=interval)
 
 
 def _reported_delta(ref_rows: list[Row], columns: list[Column], cells, reported: pd.DataFrame,
@@ -651,17 +681,21 @@ def _reported_delta(ref_rows: list[Row], columns: list[Column], cells, reported:
 
 
 def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric: str, delta: bool,
-             show_partial: bool) -> list[str]:
+             show_partial: bool, interval: str = "std") -> list[str]:
     lines = []
     what = ("mIoU (%) on the validation set of the final checkpoint (the EMA teacher for mean teacher, iMAS and "
             "combined)") if metric == "final" else (
         f"mIoU (%) {BEST_TITLE}: the best of the periodic evaluations, chosen on the set it is reported on "
         f"(optimistic; the harness headline is the final checkpoint)")
-    lines.append(what + "; mean ± sample standard deviation (n − 1) over seeds, (n) = number of seeds; "
-                        "a single run shows no ±.")
+    spread = ("half-width of the 95 % confidence interval of the mean (Student's t over seeds)" if interval == "ci"
+              else "sample standard deviation (n − 1) over seeds")
+    lines.append(what + f"; mean ± {spread}, (n) = number of seeds; a single run shows no ±.")
     if delta:
         lines.append("Δ view: each cell is the method's mean minus the mean of the supervised row on the same "
-                     "protocol with the same protocol-level settings; the supervised row shows its absolute mIoU.")
+                     "protocol with the same protocol-level settings, ± the half-width of its 95 % confidence "
+                     "interval, and the two-sided p-value of the t-test (paired over seeds when both rows have the "
+                     "same seeds, Welch's otherwise); n.s. = not significant at 0.05. The supervised row shows its "
+                     "absolute mIoU.")
     groups: list[tuple[tuple[str, str], list[Column]]] = []
     for c in columns:
         if groups and groups[-1][0] == c.group:
@@ -674,7 +708,7 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
         st = "; ".join(f"{backbone_label(b)}, crop {cr}, eval {eval_label(e)}" for b, cr, e in settings)
         desc.append(f"{ds} — split family {family_label(fam)} ({', '.join(c.id for c in cols)}; {st})")
     lines.append("Column groups (one split family each, ordered by labeled count): " + "; ".join(desc) + ".")
-    lines.append("Best harness value of each column in bold" + (" (largest Δ)" if delta else "") +
+    lines.append("Best harness value of each column in bold" + (" (largest positive Δ)" if delta else "") +
                  "; — = no (complete) result, see the notes." + (" † = fewer seeds than the other cells."
                                                                   if show_partial else ""))
     interp = [METHOD_NAMES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
@@ -842,7 +876,8 @@ def render_csv(t: Table) -> str:
                             c.best, c.text + ("*" if c.best else "")])
         return buf.getvalue()
     w.writerow(["row", "kind", "method", "settings_hash", "overrides", "protocol", "dataset", "family", "labeled",
-                "metric", "mean", "std", "n", "delta", "best", "state", "cell", "note"])
+                "metric", "mean", "std", "n", "delta", "ci95_halfwidth", "p_value", "paired", "best", "state", "cell",
+                "note"])
     metric = "final" if t.metric == "final" else "best_on_val (selected on the evaluation set)"
     for row in t.rows:
         for col in t.columns:
@@ -854,7 +889,8 @@ def render_csv(t: Table) -> str:
             w.writerow([row.label, row.kind, row.method, row.settings_hash if row.kind == "harness" else "",
                         canonical(row.overrides) if row.kind == "harness" else "", col.id, col.dataset, col.family,
                         col.labeled, metric if row.kind == "harness" else "reported",
-                        _num(c.mean), _num(c.std), c.n or "", _num(d), c.best,
+                        _num(c.mean), _num(c.std), c.n or "", _num(d), _num(c.halfwidth), _num(c.p_value),
+                        "" if c.paired is None else c.paired, c.best,
                         c.state, c.text + ("*" if c.best else ""), c.note])
     return buf.getvalue()
 

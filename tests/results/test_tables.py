@@ -133,9 +133,11 @@ def test_delta_vs_supervised(fake_root):
     md = render(t, "markdown")
     cols = _header(md)
     uni = dict(zip(cols, _md_row(md, "UniMatch")))
-    assert uni["voc-92"] == "**+29.00 (3)**"                       # 75 − 46
-    assert uni["voc-732"] == "+10.00 (3)"                          # 80 − 70; iMAS +10.5 is best
-    assert dict(zip(cols, _md_row(md, "iMAS")))["voc-732"] == "**+10.50 (3)**"
+    # every seed 29 above its supervised seed: no spread, so no p-value
+    assert uni["voc-92"] == "**+29.00 ± 0.00 (3)**"                # 75 − 46
+    assert uni["voc-732"] == "+10.00 ± 0.00 (3)"                   # 80 − 70; iMAS +10.5 is best
+    # iMAS − supervised per seed: 11.5, 10.5, 9.5 → s = 1, half-width t(0.975, 2)/√3 = 2.48, t = 18.2
+    assert dict(zip(cols, _md_row(md, "iMAS")))["voc-732"] == "**+10.50 ± 2.48 (3), p = 0.003**"
     assert dict(zip(cols, _md_row(md, "Supervised")))["voc-92"] == "46.00 ± 1.00 (3)"  # baseline, absolute
     # a budget variant is compared with the supervised run of the same budget; a method-setting variant with
     # the default supervised row (one seed where the table's usual n is 3: marked † when partial cells are shown)
@@ -472,3 +474,30 @@ def test_rows_without_the_protocols_weights_are_marked(tmp_path):
     assert f"{WEIGHTS_MARK} iMAS: runs on voc-92 started from random weights" in text
     per_class = build_per_class(load_results([root], warn=False), "voc-92")
     assert any(r.label.endswith(WEIGHTS_MARK) and r.method == "imas" for r in per_class.rows)
+
+
+def test_delta_view_carries_interval_and_p_value_and_bolds_only_an_improvement(tmp_path):
+    from harness.results import load_results
+    from harness.tables import build_table, render
+
+    root = tmp_path / "runs"
+    for seed, (sup, uni, im, mt) in enumerate([(60.0, 58.0, 59.0, 61.0), (62.0, 59.0, 61.5, 61.0),
+                                                (61.0, 58.5, 60.0, 62.5)]):
+        write_run(root, "supervised", "voc-92", seed, sup)
+        write_run(root, "unimatch", "voc-92", seed, uni)
+        write_run(root, "imas", "voc-92", seed, im)
+        write_run(root, "mean_teacher", "voc-92", seed, mt)
+    table = build_table(load_results([root], warn=False), delta=True)
+    md = render(table, "markdown")
+    # UniMatch: differences -2, -3, -2.5 (paired): mean -2.5, s 0.5, t = -8.66, p = 0.013
+    assert _md_row(md, "UniMatch")[0] == "-2.50 ± 1.24 (3), p = 0.013"
+    # iMAS: -1, -0.5, -1: mean -0.83, s 0.29, t = -5, p = 0.038
+    assert _md_row(md, "iMAS")[0] == "-0.83 ± 0.72 (3), p = 0.038"
+    # mean teacher: +1, -1, +1.5 (s 1.32, t 0.65): the one improvement, bold although not significant
+    assert _md_row(md, "Mean Teacher")[0] == "**+0.50 ± 3.29 (3), p = 0.580 n.s.**"
+    assert md.count("**+") == 1 and "**-" not in md
+    csv_text = render(table, "csv")
+    line = next(l for l in csv_text.splitlines() if l.startswith("UniMatch,"))
+    assert ",-2.5,1.2421,0.0131,True," in line
+    ci = render(build_table(load_results([root], warn=False), interval="ci"), "markdown")
+    assert _md_row(ci, "Supervised")[0].startswith("61.00 ± 2.48 (3)")  # s = 1, t(0.975, 2)/√3 = 2.484
