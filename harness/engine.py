@@ -430,9 +430,9 @@ class Engine:
         where = f" (non-finite terms at step {step}: {', '.join(bad_terms)})" if bad_terms else ""
         if self.checkpoint_path.exists():
             kept = f"the last good checkpoint (step {state.step}) is kept in {self.checkpoint_path}"
-            then = (f"Rerunning the same command resumes from that checkpoint (and meets the same loss unless the "
-                    f"cause was transient); lower the learning rate or check the method's settings (a new run "
-                    f"folder), or pass --force to start again from step 0.")
+            then = ("Rerunning the same command resumes from that checkpoint (and meets the same loss unless the "
+                    "cause was transient); lower the learning rate or check the method's settings (a new run "
+                    "folder), or pass --force to start again from step 0.")
         else:
             kept = "no checkpoint had been written yet"
             then = ("Lower the learning rate or check the method's settings; rerunning the same command starts the "

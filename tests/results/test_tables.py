@@ -112,14 +112,19 @@ def test_best_ties_all_marked(tmp_path):
 
 
 def test_missing_and_partial_cells_are_dashes_with_notes(fake_root):
-    write_run(fake_root, "imas", "voc-1464", 2, 0.0, record=False)  # still running
-    md = render(_table(fake_root), "markdown")
+    from harness.runlock import RunLock
+
+    write_run(fake_root, "imas", "voc-1464", 2, 0.0, record=False)  # status.json says running
+    with RunLock(fake_root / "voc-1464" / "imas" / "default" / "seed2"):  # and a live process trains it
+        md = render(_table(fake_root), "markdown")
     cols = _header(md)
     imas = dict(zip(cols, _md_row(md, "iMAS")))
     assert imas["voc-blended-662"] == "—"                  # no run at all
     assert imas["voc-1464"] == "—"                         # 2 of 3 seeds
     assert "iMAS: no finished run on voc-blended-662" in md
     assert "iMAS on voc-1464: 2 of 3 seeds finished; missing seed(s) 2 (seed 2 running at step 40/100)" in md
+    # without an owner, a 'running' status is a run that was killed
+    assert "(seed 2 interrupted at step 40/100)" in render(_table(fake_root), "markdown")
     assert "partial mean 81.00 ± 0.00 (2)" in md
     shown = render(_table(fake_root, show_partial=True), "markdown")
     assert dict(zip(cols, _md_row(shown, "iMAS")))["voc-1464"] == "81.00 ± 0.00 (2)†"
