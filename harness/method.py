@@ -83,6 +83,11 @@ class Method:
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     uses_unlabeled: ClassVar[bool] = True
     unlabeled_crops: ClassVar[int] = 1
+    # How tables and plots show the method: its row label (default: ``name``), its place among the rows
+    # (smaller first; ties by name) and a note printed under any table that has its row.
+    display_name: ClassVar[str | None] = None
+    table_order: ClassVar[int] = 1000
+    table_note: ClassVar[str | None] = None
 
     def __init__(self, model: nn.Module, config: MethodConfig, context: MethodContext):
         self.model = model

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import HarnessError
 from .results import ResultSet, aggregate, curves, filter_runs, per_class
-from .tables import BEST_TITLE, DATASET_ORDER, FAMILY_ORDER, METHOD_ORDER, _order, family_label, variant_labels
+from .tables import BEST_TITLE, DATASET_ORDER, FAMILY_ORDER, _order, family_label, method_order, variant_labels
 
 KINDS = ("miou-vs-labels", "curves", "per-class")
 
@@ -64,7 +64,7 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
     for ax, (ds, fam) in zip(axes[0], groups):
         sub = agg[(agg["dataset"] == ds) & (agg["family"] == fam)]
         variants = sub.drop_duplicates(["method", "settings_hash"])
-        variants = sorted(variants.itertuples(), key=lambda v: (_order(v.method, METHOD_ORDER),
+        variants = sorted(variants.itertuples(), key=lambda v: (method_order(v.method),
                                                                v.settings_hash != "default"))
         for v in variants:
             pts = sub[(sub["method"] == v.method) & (sub["settings_hash"] == v.settings_hash)]
@@ -127,7 +127,7 @@ def training_curves(rs: ResultSet, out: str | Path, protocol: str | None = None,
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = _figure(nrows, ncols, size=(3.6, 2.7))
     variants = sorted(df.drop_duplicates(["method", "settings_hash"])[["method", "settings_hash"]].itertuples(
-        index=False), key=lambda v: (_order(v.method, METHOD_ORDER), v.settings_hash != "default"))
+        index=False), key=lambda v: (method_order(v.method), v.settings_hash != "default"))
     labels, _ = variant_labels(runs)
     handles: dict[str, object] = {}
     flat = [ax for row in axes for ax in row]
@@ -170,7 +170,7 @@ def per_class_bars(rs: ResultSet, out: str | Path, protocol: str | None = None, 
     pid = _one_protocol(runs, protocol)
     df, classes = per_class(runs, pid, metric)
     labels, _ = variant_labels(runs[runs["protocol"] == pid])
-    df = df.assign(_o=[_order(m, METHOD_ORDER) for m in df["method"]]).sort_values(["_o", "settings_hash"])
+    df = df.assign(_o=[method_order(m) for m in df["method"]]).sort_values(["_o", "settings_hash"])
     k = len(df)
     fig, axes = _figure(1, 1, size=(max(6.4, 0.45 * len(classes) * max(1, k) ** 0.5 + 2), 4.4))
     ax = axes[0][0]

@@ -18,6 +18,7 @@ Reporting rules (the benchmarks spec §4, §8; the reported spec):
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import re
@@ -34,23 +35,6 @@ from .results import ResultSet, aggregate, canonical, filter_runs, per_class
 REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone", "crop", "os", "eval_mode",
                     "selection", "source_type", "source", "note"]
 
-METHOD_NAMES = {
-    "supervised": "Supervised",
-    "mean_teacher": "Mean Teacher",
-    "fixmatch": "FixMatch",
-    "unimatch": "UniMatch",
-    "imas": "iMAS",
-    "s4mim": "S4MIM (harness interpretation)",
-    "combined": "combined (iMAS + S4MIM, harness interpretation)",
-}
-METHOD_ORDER = ["supervised", "mean_teacher", "fixmatch", "unimatch", "imas", "s4mim", "combined"]
-INTERPRETATION_NOTES = {
-    "s4mim": "S4MIM (harness interpretation): only the paper's abstract is available and no code was released; "
-             "the MIM terms are the harness's documented interpretation (the s4mim spec), not the authors' method. "
-             "No published S4MIM numbers exist.",
-    "combined": "combined (iMAS + S4MIM, harness interpretation): a harness-defined method (the combined spec); "
-                "no paper defines it, and its S4MIM terms are the harness's interpretation.",
-}
 DATASET_ORDER = ["voc", "cityscapes", "synthetic"]
 FAMILY_ORDER = ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "cityscapes-st++", "synthetic"]
 FAMILY_NAMES = {
@@ -65,8 +49,35 @@ BEST_TITLE = "best-on-val (selected on the evaluation set)"
 SUPERVISED_REPORTED = {"SupBaseline", "SupOnly"}
 
 
+@functools.lru_cache(maxsize=1)
+def _method_meta() -> dict[str, tuple[str, int, str | None]]:
+    """name → (row label, order, note) as each installed method plugin declares them (``Method.display_name``,
+    ``table_order``, ``table_note``; only a class's own values count, not those it inherits). A method whose
+    plugin is not installed here is shown by its name, after the others."""
+    from .plugins import get_plugin_manager
+
+    out = {}
+    for info in get_plugin_manager().methods:
+        own = vars(info.cls)
+        out[info.name] = (own.get("display_name") or info.name, int(own.get("table_order", 1000)),
+                          own.get("table_note"))
+    return out
+
+
 def method_label(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    return _method_meta().get(method, (method, 0, None))[0]
+
+
+def method_order(method: str) -> tuple[int, str]:
+    """Sort key of a method's rows: the plugin's ``table_order``, then the name."""
+    meta = _method_meta().get(method)
+    return (meta[1] if meta else 10_000, method)
+
+
+def method_notes(methods) -> list[str]:
+    """The notes of the methods present (e.g. that a row is a harness interpretation), in row order."""
+    meta = _method_meta()
+    return [meta[m][2] for m in sorted(set(methods), key=method_order) if m in meta and meta[m][2]]
 
 
 def overrides_label(overrides: dict[str, Any], settings_hash: str) -> str:
@@ -144,7 +155,7 @@ def variant_labels(runs: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list
         labels[(v.method, v.settings_hash)] = method_label(v.method) + (f" [{extra}]" if extra else "")
     notes = []
     for text, methods in folded.items():
-        names = ", ".join(method_label(m) for m in sorted(set(methods), key=lambda m: _order(m, METHOD_ORDER)))
+        names = ", ".join(method_label(m) for m in sorted(set(methods), key=lambda m: method_order(m)))
         notes.append(f"Runs pinned to the protocol default {text}; not shown in the row labels of: {names}.")
     return labels, notes
 
@@ -453,7 +464,7 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                 v.settings_hash, v.overrides)
             for v in runs.drop_duplicates(["method", "settings_hash"]).itertuples(index=False)]
     notes += label_notes
-    rows.sort(key=lambda r: (_order(r.method, METHOD_ORDER), r.settings_hash != "default", r.label))
+    rows.sort(key=lambda r: (method_order(r.method), r.settings_hash != "default", r.label))
     _mark_rows_without_weights(rows, runs, notes)
 
     stats = {(a.method, a.settings_hash, a.protocol): a for a in agg.itertuples(index=False)}
@@ -633,7 +644,7 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
     title = ("Δ mIoU vs supervised" if delta else "mIoU") + (f" — {BEST_TITLE}" if metric == "best" else "")
     for c in columns:
         c.header = c.id + (f" — {BEST_TITLE}" if metric == "best" else "")
-    interp = [INTERPRETATION_NOTES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
+    interp = method_notes(r.method for r in rows)
     return Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
                  interval=interval)
 
@@ -711,7 +722,8 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
     lines.append("Best harness value of each column in bold" + (" (largest positive Δ)" if delta else "") +
                  "; — = no (complete) result, see the notes." + (" † = fewer seeds than the other cells."
                                                                   if show_partial else ""))
-    interp = [METHOD_NAMES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
+    interp = [method_label(m) for m in sorted({r.method for r in rows}, key=method_order)
+              if "harness interpretation" in method_label(m)]
     if interp:
         lines.append("Rows named \"harness interpretation\" are not the published methods: " + "; ".join(interp) +
                      " (see the notes).")
@@ -734,7 +746,7 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
     if metric == "best":
         columns[-1].header = f"mIoU — {BEST_TITLE}"
     rows, cells = [], {}
-    df = df.assign(_o=[_order(m, METHOD_ORDER) for m in df["method"]]).sort_values(["_o", "settings_hash"])
+    df = df.assign(_o=[method_order(m) for m in df["method"]]).sort_values(["_o", "settings_hash"])
     labels, label_notes = variant_labels(runs[runs["protocol"] == protocol])
     for r in df.to_dict("records"):
         label = f"{labels[(r['method'], r['settings_hash'])]} ({r['n']})"
@@ -758,7 +770,7 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
                f"{backbone_label(sub['backbone'])}, crop {sub['crop_size']}, eval {eval_label(sub['eval_mode'])}); "
                f"{what}; mean over seeds, (n) = number of seeds. — = class absent from the evaluation set in every "
                f"seed (IoU undefined). Best value per class in bold."]
-    interp = [INTERPRETATION_NOTES[m] for m in ("s4mim", "combined") if any(r.method == m for r in rows)]
+    interp = method_notes(r.method for r in rows)
     return Table(f"Per-class IoU — {protocol}", columns, rows, cells, caption, interp + label_notes, metric, False,
                  kind="per-class", grouped=False)
 

@@ -66,6 +66,10 @@ class Combined(MIMTermsMixin, Imas):
     """combined (iMAS + S4MIM, harness interpretation): iMAS + easiness-weighted MIM terms from the teacher."""
 
     name = "combined"
+    display_name = "combined (iMAS + S4MIM, harness interpretation)"
+    table_order = 60
+    table_note = ("combined (iMAS + S4MIM, harness interpretation): a harness-defined method (the combined spec); no "
+                  "paper defines it, and its S4MIM terms are the harness's interpretation.")
     description = "combined (iMAS + S4MIM, harness interpretation)"
     Config = CombinedConfig
 

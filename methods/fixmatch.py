@@ -43,6 +43,8 @@ class FixMatch(UniMatch):
     """FixMatch as in the UniMatch repository: UniMatch's source, strong view and loss, one view, no FP."""
 
     name = "fixmatch"
+    display_name = "FixMatch"
+    table_order = 20
     description = ("FixMatch (Sohn et al., NeurIPS 2020) as in the UniMatch repository: one strong view with "
                    "CutMix, L = (L_x + L_s)/2")
     Config = FixMatchConfig

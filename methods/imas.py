@@ -107,6 +107,8 @@ class Imas(Method):
     """
 
     name = "imas"
+    display_name = "iMAS"
+    table_order = 40
     description = "iMAS: easiness-weighted consistency, easiness-adaptive intensity blend and CutMix, EMA teacher"
 
     class Config(MethodConfig):

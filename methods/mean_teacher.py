@@ -34,6 +34,8 @@ class MeanTeacher(Method):
     """
 
     name = "mean_teacher"
+    display_name = "Mean Teacher"
+    table_order = 10
     description = "Mean teacher: EMA teacher targets, softmax-MSE consistency on a strong view, sigmoid ramp-up"
 
     class Config(MethodConfig):

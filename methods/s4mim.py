@@ -48,6 +48,11 @@ class S4MIM(MIMTermsMixin, UniMatch):
     """S4MIM (harness interpretation): UniMatch + class-wise MIM, feature aggregation and semantic MIM."""
 
     name = "s4mim"
+    display_name = "S4MIM (harness interpretation)"
+    table_order = 50
+    table_note = ("S4MIM (harness interpretation): only the paper's abstract is available and no code was released; "
+                  "the MIM terms are the harness's documented interpretation (the s4mim spec), not the authors' "
+                  "method. No published S4MIM numbers exist.")
     description = ("S4MIM (harness interpretation of the arXiv 2411.08756 abstract; no official code): UniMatch + "
                    "class-wise MIM, feature aggregation, semantic-space MIM")
     Config = S4MIMConfig

@@ -21,6 +21,8 @@ class Supervised(Method):
     """
 
     name = "supervised"
+    display_name = "Supervised"
+    table_order = 0
     description = "Supervised baseline: labeled images only (same iterations as the semi-supervised rows)"
     uses_unlabeled = False
 

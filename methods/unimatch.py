@@ -140,6 +140,8 @@ class UniMatch(Method):
     a feature-perturbation stream. ``L = (L_x + ¼L_s1 + ¼L_s2 + ½L_fp)/2``; see the module docstring."""
 
     name = "unimatch"
+    display_name = "UniMatch"
+    table_order = 30
     description = ("UniMatch (Yang et al., CVPR 2023): two strong views with CutMix + feature perturbation, "
                    "L = (L_x + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp)/2")
     Config = UniMatchConfig

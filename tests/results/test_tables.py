@@ -506,3 +506,26 @@ def test_delta_view_carries_interval_and_p_value_and_bolds_only_an_improvement(t
     assert ",-2.5,1.2421,0.0131,True," in line
     ci = render(build_table(load_results([root], warn=False), interval="ci"), "markdown")
     assert _md_row(ci, "Supervised")[0].startswith("61.00 ± 2.48 (3)")  # s = 1, t(0.975, 2)/√3 = 2.484
+
+
+def test_row_labels_order_and_notes_come_from_the_method_plugins(monkeypatch):
+    from harness import tables
+    from harness.plugins import MethodInfo, get_plugin_manager
+    from methods.unimatch import UniMatch
+
+    class MyMatch(UniMatch):  # a third-party subclass: inherits nothing of UniMatch's table identity
+        name = "mymatch"
+        description = "test"
+
+    pm = get_plugin_manager()
+    monkeypatch.setitem(pm.methods._methods, "mymatch", MethodInfo("mymatch", MyMatch, "x", "1", "test"))
+    tables._method_meta.cache_clear()
+    try:
+        assert tables.method_label("unimatch") == "UniMatch" and tables.method_label("mymatch") == "mymatch"
+        assert tables.method_label("not-installed") == "not-installed"
+        order = sorted(["mymatch", "combined", "supervised", "not-installed", "unimatch"], key=tables.method_order)
+        assert order == ["supervised", "unimatch", "combined", "mymatch", "not-installed"]
+        notes = tables.method_notes(["s4mim", "unimatch", "combined"])
+        assert len(notes) == 2 and notes[0].startswith("S4MIM (harness interpretation)")
+    finally:
+        tables._method_meta.cache_clear()
