@@ -38,7 +38,8 @@ def cmd_run(args) -> int:
     spec = RunSpec(method=args.method, protocol=args.protocol, seed=args.seed, overrides=overrides,
                    out=args.out, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device,
                    workers=args.workers, force=args.force, stop_after=args.stop_after,
-                   progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
+                   progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                   loggers=tuple(args.logger), log_every=args.log_every)
     try:
         record = execute(spec)
     except StopRequested as stop:
@@ -321,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain a finished run from scratch")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="checkpoint and stop after N steps of this session (rerun to continue)")
+    p.add_argument("--logger", action="append", default=[], metavar="NAME",
+                   help="record the run with this logger plugin too (e.g. tensorboard; repeatable)")
+    p.add_argument("--log-every", type=int, default=50, metavar="N",
+                   help="steps between training-log events (and plain log lines when stderr is not a terminal)")
     p.add_argument("--checkpoint-every", default=None, metavar="N|Tm",
                    help="checkpoint also every N steps and/or every T minutes of training (e.g. 500, 30m, 500,30m; "
                         "'off': only at evaluations); default 30m. Not a setting of the run")

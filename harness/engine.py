@@ -198,6 +198,7 @@ class Engine:
     should_stop: Callable[[], bool] | None = None
     checkpoint_every: str | None = DEFAULT_CHECKPOINT_EVERY  # besides every evaluation; not a setting of the run
     progress: bool = True
+    log_every: int = 50  # steps between "train" events (and plain log lines when stderr is not a terminal)
     channels_last: bool = False
     precision: str = "fp32"
     dist: DistInfo = DistInfo()
@@ -333,8 +334,12 @@ class Engine:
         log_count = state.log_count
         session_start, session_steps = time.perf_counter(), 0
         throughput_t0 = last_checkpoint = session_start
-        bar = tqdm(total=T, initial=state.step, disable=not (self.progress and self.dist.is_main), dynamic_ncols=True,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"{self.method_cls.name}")
+        # A terminal gets a progress bar; a log file (a SLURM job's) gets one plain line every log_every steps.
+        tty = sys.stderr.isatty()
+        bar = tqdm(total=T, initial=state.step, disable=not (self.progress and self.dist.is_main and tty),
+                   dynamic_ncols=True, mininterval=1.0, desc=f"{self.method_cls.name}")
+        win_sums: dict[str, Any] = {}
+        win_count, win_t0 = 0, time.perf_counter()
         lr_now = b.lr
         try:
             for step in range(state.step, T):
@@ -363,7 +368,9 @@ class Engine:
                 for k, v in {"loss": loss, **out.logs}.items():
                     v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
                     log_sums[k] = log_sums.get(k, 0.0) + v
+                    win_sums[k] = win_sums.get(k, 0.0) + v
                 log_count += 1
+                win_count += 1
                 session_steps += 1
                 done = step + 1
                 if done % check_every == 0 or done % self.eval_every == 0 or done == T:
@@ -372,6 +379,11 @@ class Engine:
                 if self.progress and done % 10 == 0:
                     bar.set_postfix(loss=f"{float(log_sums['loss']) / log_count:.3f}", lr=f"{lr_now:.2e}", refresh=False)
                 bar.update(1)
+                if self.log_every and (done % self.log_every == 0 or done == T) and self.dist.is_main:
+                    now = time.perf_counter()
+                    self._log_window(done, lr_now, _mean_logs(win_sums, win_count), win_count / max(now - win_t0, 1e-9),
+                                     plain=self.progress and not tty)
+                    win_sums, win_count, win_t0 = {}, 0, now
 
                 evaluated = done % self.eval_every == 0 or done == T
                 if evaluated:
@@ -423,6 +435,18 @@ class Engine:
         if self.checkpoint_steps is not None and done % self.checkpoint_steps == 0:
             return True
         return self.checkpoint_seconds is not None and time.perf_counter() - last_checkpoint >= self.checkpoint_seconds
+
+    def _log_window(self, step: int, lr: float, logs: dict[str, float], it_per_s: float, plain: bool) -> None:
+        """The "train" event (losses and signals averaged over the last ``log_every`` steps) and, for a log that
+        is not a terminal, the same as one plain line."""
+        self.emit("train", {"run_dir": str(self.run_dir), "step": step, "total_steps": self.total_steps, "lr": lr,
+                            "it_per_s": it_per_s, "logs": logs})
+        if plain:
+            eta = (self.total_steps - step) / max(it_per_s, 1e-9)
+            terms = "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
+            print(f"[{self.method_cls.name}] step {step}/{self.total_steps}  {terms}  lr {lr:.2e}  "
+                  f"{it_per_s:.2f} it/s  ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}",
+                  file=sys.stderr, flush=True)
 
     def _nonfinite_message(self, step: int, out, state: TrainState) -> str:
         bad_terms = [k for k, v in out.logs.items()

@@ -26,7 +26,11 @@ def harness_register_protocols(registry) -> None:
 
 @hookspec
 def harness_run_event(event: str, payload: dict) -> None:
-    """Observe a run: ``event`` is one of ``start``, ``eval``, ``checkpoint``, ``finish``, ``fail``.
+    """Observe a run: ``event`` is one of ``start``, ``train``, ``eval``, ``checkpoint``, ``finish``, ``fail``.
+
+    ``start`` carries ``loggers`` (the ``--logger`` names asked for; a logger records only runs that name it)
+    and ``config`` (the run's ``config.json``); ``train`` comes every ``--log-every`` steps with ``step``,
+    ``lr``, ``it_per_s`` and ``logs`` (losses and method signals averaged over those steps).
 
     For logger integrations (wandb, mlflow, ...). Must not modify ``payload``.
     """

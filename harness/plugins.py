@@ -156,6 +156,10 @@ class PluginManager:
                     self.failures.append(self._failure(plugin, f"{hook} raised {_last_line(exc)}"))
         self.methods._current_dist = ("unknown", "")
 
+    def observers(self) -> list[str]:
+        """Names of the plugins that observe runs (``harness_run_event``): the values ``--logger`` accepts."""
+        return [impl.plugin_name for impl in self.pm.hook.harness_run_event.get_hookimpls()]
+
     def emit(self, event: str, payload: dict) -> None:
         """Tell every observer of runs; an observer that raises is reported once and never ends the run."""
         for impl in self.pm.hook.harness_run_event.get_hookimpls():

@@ -53,6 +53,8 @@ class RunSpec:
     stop_after: int | None = None
     progress: bool = True
     checkpoint_every: str | None = None  # None: the engine's default (every 30 minutes of training)
+    loggers: tuple[str, ...] = ()        # observer plugins asked to record this run (e.g. "tensorboard")
+    log_every: int = 50                  # steps between "train" events; not a setting of the run
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -217,6 +219,17 @@ def check_spec(spec: RunSpec) -> None:
             parse_checkpoint_every(spec.checkpoint_every)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if not whole(spec.log_every) or spec.log_every < 0:
+        raise ConfigError(f"--log-every must be a number of steps >= 0 (0: no periodic training log), got "
+                          f"{spec.log_every!r}")
+    if spec.loggers:
+        from .plugins import get_plugin_manager
+
+        known = get_plugin_manager().observers()
+        unknown = [name for name in spec.loggers if name not in known]
+        if unknown:
+            raise ConfigError(f"unknown --logger {', '.join(unknown)}; installed loggers (plugins implementing "
+                              f"harness_run_event): {', '.join(sorted(known)) or '(none)'}")
 
 
 def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
@@ -413,7 +426,7 @@ def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.dev
                     total_steps=r.total_steps,
                     workers=default_workers(device) if spec.workers is None else spec.workers,
                     stop_after=spec.stop_after, should_stop=should_stop, progress=spec.progress,
-                    checkpoint_every=spec.checkpoint_every,
+                    checkpoint_every=spec.checkpoint_every, log_every=spec.log_every,
                     channels_last=bool(r.options.get("channels_last", False)),
                     precision=r.options.get("precision", "fp32"), dist=dist, emit=pm.emit)
     doc = _config_document(r, device, data_root, split_root, getattr(engine.model, "pretrained_source", "unknown"),
@@ -429,7 +442,7 @@ def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.dev
             records.write_json(config_path, config_with_start(old, doc, state.step))
             records.write_status(out_dir, "running", step=state.step, total_steps=r.total_steps)
             pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
-                              "seed": spec.seed})
+                              "seed": spec.seed, "step": state.step, "loggers": list(spec.loggers), "config": doc})
         state = engine.fit(state)
         record = build_record(r, state, out_dir, device, doc)
         if dist.is_main:
