@@ -51,10 +51,11 @@ def compare(a: Mapping[object, float], b: Mapping[object, float], confidence: fl
         if n < 2:
             return Comparison(float(d.mean()), math.nan, math.nan, n, True)
         sd = d.std(ddof=1)
-        if sd == 0:  # every seed moved by the same amount: no spread, the t-test is undefined
+        if sd <= 1e-12 * max(1.0, abs(float(d.mean()))):  # every seed moved by the same amount (up to rounding):
+            # no spread, the t-test is undefined
             return Comparison(float(d.mean()), 0.0, math.nan, n, True)
-        p = float(_st.ttest_1samp(d, 0.0).pvalue)
-        return Comparison(float(d.mean()), t_halfwidth(d, confidence), p, n, True)
+        t = float(d.mean()) / (sd / math.sqrt(n))
+        return Comparison(float(d.mean()), t_halfwidth(d, confidence), float(2 * _st.t.sf(abs(t), n - 1)), n, True)
     xa = np.array(list(a.values()), dtype=float)
     xb = np.array(list(b.values()), dtype=float)
     delta = float(xb.mean() - xa.mean())
@@ -65,5 +66,5 @@ def compare(a: Mapping[object, float], b: Mapping[object, float], confidence: fl
     if se == 0:
         return Comparison(delta, 0.0, math.nan, len(xb), False)
     dof = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))  # Welch–Satterthwaite
-    p = float(_st.ttest_ind(xb, xa, equal_var=False).pvalue)
+    p = float(2 * _st.t.sf(abs(delta) / se, dof))
     return Comparison(delta, float(_st.t.ppf(0.5 + confidence / 2, dof) * se), p, len(xb), False)
