@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from . import distributed, records
+from .compute import ComputeCounter, peak_memory
 from .distributed import DistInfo
 from .errors import CheckpointError, HarnessError, NonFiniteLossError
 from .method import Batch, Method, MethodContext
@@ -48,6 +49,7 @@ class TrainState:
     elapsed: float = 0.0                # training wall time of earlier sessions
     log_sums: dict[str, Any] = field(default_factory=dict)  # training logs summed since the last evaluation
     log_count: int = 0                                       # ... over this many steps
+    compute: dict[str, Any] = field(default_factory=dict)    # what the run spent (harness.compute), at the end
 
 
 def parse_checkpoint_every(text: str | None) -> tuple[int | None, float | None]:
@@ -214,6 +216,8 @@ class Engine:
         self._normalize = normalize
         seed_everything(self.seed)
         self.model = build_model(p.model, p.num_classes).to(self.device)
+        self.compute = ComputeCounter()
+        self.compute.attach(self.model)  # before the method exists, so that copies of the model (teachers) count
         if self.dist.enabled:
             if self.device.type == "cuda":  # batch statistics over the global batch, as the reference code
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -261,6 +265,7 @@ class Engine:
             "logs": {"sums": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
                               for k, v in state.log_sums.items()}, "count": state.log_count},
             "run": {"method": self.method_cls.name, "protocol": self.protocol.id, "seed": self.seed},
+            "compute": self._compute_so_far(),
         }, self.checkpoint_path)
         self.checkpoint_step = state.step
         self.emit("checkpoint", {"run_dir": str(self.run_dir), "step": state.step})
@@ -294,6 +299,8 @@ class Engine:
             raise HarnessError(f"{self.checkpoint_path} was written by {len(ckpt['rng'])} process(es); resume it "
                                f"with the same number of processes (now {self.dist.world})")
         set_rng_state(ckpt["rng"][self.dist.rank])
+        if "compute" in ckpt:  # checkpoints of older versions have none: their runs' counts start here
+            self.compute.load_state_dict(ckpt["compute"])
         logs = ckpt.get("logs") or {"sums": {}, "count": 0}
         sums = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in logs["sums"].items()}
         return TrainState(step=ckpt["step"], history=ckpt["history"], elapsed=ckpt["elapsed"], log_sums=sums,
@@ -303,12 +310,17 @@ class Engine:
         p = self.protocol
         t0 = time.perf_counter()
         kw = dict(autocast=self.autocast, rank=self.dist.rank, world=self.dist.world)
-        result = self._evaluate(self.method.eval_model(), self.val_dataset, p.eval, p.num_classes, self.device, **kw)
-        entry = {"step": step, "miou": result["miou"], "iou": [float(x) for x in result["iou"]],
-                 "train": train_logs, "method": self.method.eval_logs()}
-        for name, model in self.method.secondary_eval_models().items():
-            entry[f"{name}_miou"] = self._evaluate(model, self.val_dataset, p.eval, p.num_classes, self.device,
-                                                   **kw)["miou"]
+        self.compute.counting = False  # evaluation is the protocol's cost, the same for every method
+        try:
+            result = self._evaluate(self.method.eval_model(), self.val_dataset, p.eval, p.num_classes, self.device,
+                                    **kw)
+            entry = {"step": step, "miou": result["miou"], "iou": [float(x) for x in result["iou"]],
+                     "train": train_logs, "method": self.method.eval_logs()}
+            for name, model in self.method.secondary_eval_models().items():
+                entry[f"{name}_miou"] = self._evaluate(model, self.val_dataset, p.eval, p.num_classes, self.device,
+                                                       **kw)["miou"]
+        finally:
+            self.compute.counting = True
         entry["eval_seconds"] = time.perf_counter() - t0
         return entry
 
@@ -350,6 +362,8 @@ class Engine:
                 labeled, unlabeled = next(batches)
                 labeled = to_batch(labeled, self.device, self._normalize)
                 unlabeled = to_batch(unlabeled, self.device, self._normalize)
+                self.compute.labeled += len(labeled)
+                self.compute.unlabeled += len(unlabeled) if unlabeled is not None else 0
                 self.model.train()
                 with self.autocast():
                     out = self.method.training_step(labeled, unlabeled, step)
@@ -428,7 +442,14 @@ class Engine:
         finally:
             bar.close()
         state.step = T
+        state.compute = self._compute_so_far()
         return state
+
+    def _compute_so_far(self) -> dict[str, Any]:
+        """The counters of this process (peak memory updated), for the checkpoint and the record."""
+        gib, _ = peak_memory(self.device)
+        self.compute.peak_memory_gib = max(self.compute.peak_memory_gib, gib)
+        return self.compute.state_dict()
 
     def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
         """The checkpoint cadence between evaluations (``checkpoint_every``: steps and/or training time)."""

@@ -497,6 +497,18 @@ def _write_failure(exc: WriteError, engine) -> WriteError:
                       f"on another file system to train the run there from step 0)", exc.path, exc.errno)
 
 
+def compute_record(counts: dict[str, Any], world: int, device: torch.device, hours: float) -> dict[str, Any]:
+    """The record's ``compute``: totals over all processes (each process counts its own shard)."""
+    if not counts:
+        return {}
+    from .compute import peak_memory
+
+    return {"images_seen": {"labeled": counts["labeled"] * world, "unlabeled": counts["unlabeled"] * world},
+            "image_passes": {"with_grad": counts["with_grad"] * world, "forward_only": counts["forward_only"] * world},
+            "peak_memory_gib": round(counts["peak_memory_gib"], 3), "peak_memory_of": peak_memory(device)[1],
+            "device_hours": hours * world, "device": device.type}
+
+
 def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc: dict) -> dict[str, Any]:
     final = state.history[-1]
     best = max(state.history, key=lambda e: e["miou"])
@@ -526,6 +538,7 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
         "device": str(device),
         "precision": doc["precision"],
         "device_hours": hours * (1 if device.type == "cuda" else 0),
+        "compute": compute_record(state.compute, doc["world_size"], device, hours),
         "pretrained_source": doc["pretrained_source"],
         "git_revision": doc["git_revision"],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
