@@ -337,7 +337,8 @@ def main() -> None:
             r.update(rc=item["rc"], wall_s=item.get("wall_s"), timed_out=item.get("timed_out", False))
             if item["rc"] != 0:
                 r["log_tail"] = procs.tail(item)
-            r.pop("history", None) if item["rc"] == 0 else None
+            else:
+                r.pop("history", None)  # a finished run's record says enough
             runs[f"{m} {prec}"] = r
         resume = {}
         for m in resume_methods:
