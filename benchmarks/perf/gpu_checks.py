@@ -157,41 +157,25 @@ def compare_histories(a: dict, b: dict) -> dict:
 
 def eval_modes(folder: Path, device: str) -> dict:
     """Score one checkpoint with evaluation modes that must agree on 64×64 images."""
-    import torch
-
-    from harness.data import build_val_dataset
-    from harness.data.roots import prepare_data
-    from harness.engine import build_context
     from harness.evaluate import evaluate
-    from harness.models import build_model
-    from harness.plugins import get_plugin_manager
-    from harness.protocols import EvalSpec, Protocol
+    from harness.evaluation_cli import load_trained
+    from harness.protocols import EvalSpec
 
-    doc = json.loads((folder / "config.json").read_text())
-    p = Protocol.model_validate(doc["protocol"])
-    root, split_root = prepare_data(p, None, None)
-    dataset = build_val_dataset(p, root, split_root)
-    ckpt = torch.load(folder / "latest.pt", map_location="cpu", weights_only=False)
-    info = get_plugin_manager().methods.get(doc["method"]["name"])
-    size = p.crop_size
-    specs = {"whole, batch 16": EvalSpec(mode="whole", batch_images=16),
-             "whole, batch 1": EvalSpec(mode="whole", batch_images=1),
-             f"slide, window {size} = image": EvalSpec(mode="slide", window=size, stride=size),
-             f"center_crop {size} = image": EvalSpec(mode="center_crop", crop=size, batch_images=16)}
     out = {"run_dir": str(folder), "results": {}}
     for dev_name in dict.fromkeys([device, "cpu"]):
-        dev = torch.device(dev_name)
-        model = build_model(p.model.model_copy(update={"pretrained": False}), p.num_classes).to(dev)
-        method = info.cls(model, info.cls.Config.model_validate(doc["method"]["config"]),
-                          build_context(p, dev, doc["total_steps"], doc.get("precision", "fp32")))
-        method.extra_modules.to(dev)
-        model.load_state_dict(ckpt["model"])
-        method.load_state_dict(ckpt["method"])
+        run = load_trained(str(folder), device=dev_name)  # the run's method and weights, as `harness eval`
+        p, method = run["protocol"], run["method"]
+        size = p.crop_size
+        specs = {"whole, batch 16": EvalSpec(mode="whole", batch_images=16),
+                 "whole, batch 1": EvalSpec(mode="whole", batch_images=1),
+                 f"slide, window {size} = image": EvalSpec(mode="slide", window=size, stride=size),
+                 f"center_crop {size} = image": EvalSpec(mode="center_crop", crop=size, batch_images=16)}
         for name, spec in specs.items():
             if dev_name == "cpu" and device != "cpu" and name != "whole, batch 16":
                 continue
             t0 = time.perf_counter()
-            r = evaluate(method.eval_model(), dataset, spec, p.num_classes, dev, autocast=method.context.autocast)
+            r = evaluate(method.eval_model(), run["dataset"], spec, p.num_classes, run["device"],
+                         autocast=method.context.autocast)
             out["results"][f"{dev_name}: {name}"] = {"miou": r["miou"], "seconds": time.perf_counter() - t0}
     vals = [r["miou"] for r in out["results"].values()]
     out["max_abs_miou_diff"] = max(vals) - min(vals)
