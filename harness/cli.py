@@ -31,10 +31,8 @@ def cmd_run(args) -> int:
 
         torch.set_num_threads(args.threads)
     overrides = parse_set(args.set)
-    if args.precision is not None:
+    if args.precision is not None:  # fp32, the default, names the default run folder (normalised settings)
         overrides["run.precision"] = args.precision
-    if overrides.get("run.precision") == "fp32":  # the default: same run, same folder as no flag at all
-        del overrides["run.precision"]
     spec = RunSpec(method=args.method, protocol=args.protocol, seed=args.seed, overrides=overrides,
                    out=args.out, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device,
                    workers=args.workers, force=args.force, stop_after=args.stop_after,

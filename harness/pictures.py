@@ -44,8 +44,8 @@ def pick(n_items: int, count: int) -> list[int]:
 
 def predict(method, item, protocol) -> dict:
     """Prediction, confidence and ground truth of one dataset item, as the evaluator sees them."""
+    from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
     from .evaluate import center_crop_pair, predict_scores
-    from .data.transforms import normalize
 
     image, mask = item[0], item[1]
     dev = method.context.device
@@ -63,8 +63,8 @@ def predict(method, item, protocol) -> dict:
         model.train(was_training)
     prob = scores / scores.sum(dim=0, keepdim=True) if protocol.eval.mode.startswith("slide") else scores.softmax(0)
     conf, pred = prob.max(dim=0)
-    raw = (x[0].cpu() * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-           + torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)).clamp(0, 1)
+    raw = (x[0].cpu() * torch.tensor(IMAGENET_STD).view(3, 1, 1)
+           + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)).clamp(0, 1)  # the (cropped) network input, shown
     return {"image": raw.permute(1, 2, 0).numpy(), "gt": mask.cpu().numpy(), "pred": pred.cpu().numpy(),
             "conf": conf.float().cpu().numpy()}
 

@@ -18,10 +18,6 @@ _writers: dict[str, Any] = {}  # run directory → SummaryWriter, for the runs t
 _classes: dict[str, list[str]] = {}
 
 
-def _writer(run_dir: str):
-    return _writers.get(run_dir)
-
-
 @hookimpl
 def harness_run_event(event: str, payload: dict) -> None:
     run_dir = str(payload.get("run_dir", ""))
@@ -40,7 +36,7 @@ def harness_run_event(event: str, payload: dict) -> None:
         _writers[run_dir].add_text("run", f"{payload.get('method')} on {payload.get('protocol')}, seed "
                                           f"{payload.get('seed')}, settings {cfg.get('settings_hash', '?')}")
         return
-    w = _writer(run_dir)
+    w = _writers.get(run_dir)
     if w is None:
         return
     if event == "train":

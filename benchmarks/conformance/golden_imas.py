@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import time
 import warnings
 
@@ -174,19 +172,8 @@ def ema_schedule(off):
 
 
 def ohem(off):
-    golden, harness = {}, {}
-    for case in cases.OHEM_CASES:
-        logits, target = cases.ohem_inputs(case)
-        fp = cases.fingerprint(logits, target)
-        logits.requires_grad_(True)
-        crit = off["loss"].OhemCrossEntropy2dTensor(ignore_index=255, thresh=case["thresh"], min_kept=case["min_kept"])
-        g = case["group"]  # one official call per device batch of g crops; data parallelism averages them
-        loss = torch.stack([crit(logits[i:i + g], target[i:i + g]) for i in range(0, case["batch"], g)]).mean()
-        loss.backward()
-        golden[case["name"]] = {"inputs_fingerprint": fp, "loss": float(loss.detach()),
-                                "grad": cases.summary(logits.grad, 32)}
-        harness[case["name"]] = cases.harness_ohem(case)
-    return golden, harness
+    return official.ohem_golden(lambda case: off["loss"].OhemCrossEntropy2dTensor(
+        ignore_index=255, thresh=case["thresh"], min_kept=case["min_kept"]))
 
 
 class WithAux(nn.Module):
@@ -250,11 +237,8 @@ def main() -> None:
     torch.set_num_threads(1)
     root, off = load(args.checkout)
     t0 = time.time()
-    golden = {"about": {
-        "repository": REPO, "commit": official.commit_of(root),
-        "blocks": {k: off[k].where(root) for k in ("step", "total", "branch", "ema", "ema_schedule")},
-        "generated_with": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
-        "command": "python benchmarks/conformance/golden_imas.py <iMAS checkout>"}}
+    blocks = {k: off[k].where(root) for k in ("step", "total", "branch", "ema", "ema_schedule")}
+    golden = {"about": official.about(REPO, root, blocks, "golden_imas.py <iMAS checkout>")}
     measured = {}
     for name, fn in [("easiness", easiness), ("unsup_loss", unsup), ("pairing", pairing),
                      ("cutmix", cutmix_branch), ("ema_schedule", ema_schedule), ("ohem", ohem), ("step", steps)]:
@@ -273,10 +257,7 @@ def main() -> None:
                 measured[name][k] = official.max_differences(off_res[k], h_res[k])
             except AssertionError as exc:  # a disagreement in an exactly compared value
                 measured[name][k] = {"mismatch": str(exc)}
-    golden["measured_at_generation"] = measured
-    official.write_golden(args.out, golden)
-    print(json.dumps(measured, indent=1))
-    print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
+    official.finish(args.out, golden, measured, t0)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,8 @@ the no-grad CutMix-source pass to ``loss = (…) / 2.0``, executed on the harnes
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -103,20 +100,8 @@ def cutmix_boxes(off) -> tuple[dict, dict]:
 
 
 def ohem(off) -> tuple[dict, dict]:
-    golden, harness = {}, {}
-    for case in cases.OHEM_CASES:
-        logits, target = cases.ohem_inputs(case)
-        fp = cases.fingerprint(logits, target)
-        logits.requires_grad_(True)
-        crit = off["ohem"].ProbOhemCrossEntropy2d(ignore_index=255, thresh=case["thresh"], min_kept=case["min_kept"])
-        g = case["group"]  # one official call per device batch of g crops; data parallelism averages them
-        losses = [crit(logits[i:i + g], target[i:i + g]) for i in range(0, case["batch"], g)]
-        loss = torch.stack(losses).mean()
-        loss.backward()
-        golden[case["name"]] = {"inputs_fingerprint": fp, "loss": float(loss.detach()),
-                                "grad": cases.summary(logits.grad, 32)}
-        harness[case["name"]] = cases.harness_ohem(case)
-    return golden, harness
+    return official.ohem_golden(lambda case: off["ohem"].ProbOhemCrossEntropy2d(
+        ignore_index=255, thresh=case["thresh"], min_kept=case["min_kept"]))
 
 
 def main() -> None:
@@ -127,11 +112,8 @@ def main() -> None:
     torch.set_num_threads(1)
     root, off = load(args.checkout)
     t0 = time.time()
-    golden = {"about": {
-        "repository": REPO, "commit": official.commit_of(root),
-        "blocks": {"step": off["step"].where(root), "mask_ratio": off["ratio"].where(root)},
-        "generated_with": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
-        "command": "python benchmarks/conformance/golden_unimatch.py <UniMatch checkout>"}}
+    blocks = {"step": off["step"].where(root), "mask_ratio": off["ratio"].where(root)}
+    golden = {"about": official.about(REPO, root, blocks, "golden_unimatch.py <UniMatch checkout>")}
     measured = {}
     for name, fn in [("model_forward", model_forward), ("step", steps), ("cutmix_box", cutmix_boxes), ("ohem", ohem)]:
         res = fn(off)
@@ -141,10 +123,7 @@ def main() -> None:
                               "equal": sum(res[0][k] == res[1][k] for k in res[0])}
         else:
             measured[name] = {k: official.max_differences(res[0][k], res[1][k]) for k in res[0]}
-    golden["measured_at_generation"] = measured
-    official.write_golden(args.out, golden)
-    print(json.dumps(measured, indent=1))
-    print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
+    official.finish(args.out, golden, measured, t0)
 
 
 if __name__ == "__main__":

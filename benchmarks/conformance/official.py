@@ -19,10 +19,12 @@ harness code consume the same random numbers.
 from __future__ import annotations
 
 import json
+import platform
 import random
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,3 +187,38 @@ def dumps(obj, indent: int = 0) -> str:
 
 def write_golden(path: str | Path, golden: dict) -> None:
     Path(path).write_text(dumps(golden) + "\n")
+
+
+def about(repository: str, root: Path, blocks: dict, script: str) -> dict:
+    """The golden file's header: which official code, which lines of it, generated with what."""
+    return {"repository": repository, "commit": commit_of(root), "blocks": blocks,
+            "generated_with": {"torch": torch.__version__, "numpy": np.__version__,
+                               "python": platform.python_version()},
+            "command": f"python benchmarks/conformance/{script}"}
+
+
+def finish(out: str | Path, golden: dict, measured: dict, t0: float) -> None:
+    """Store what was measured against the harness with the golden values, write them, and say so."""
+    golden["measured_at_generation"] = measured
+    write_golden(out, golden)
+    print(json.dumps(measured, indent=1))
+    print(f"wrote {out} ({time.time() - t0:.0f} s)")
+
+
+def ohem_golden(criterion) -> tuple[dict, dict]:
+    """The official OHEM criterion (``criterion(case)`` builds it) on every OHEM case, against the harness's.
+    One official call per device batch of ``group`` crops; data parallelism averages them."""
+    from tests.conformance import cases
+
+    golden, harness = {}, {}
+    for case in cases.OHEM_CASES:
+        logits, target = cases.ohem_inputs(case)
+        fp = cases.fingerprint(logits, target)
+        logits.requires_grad_(True)
+        crit, g = criterion(case), case["group"]
+        loss = torch.stack([crit(logits[i:i + g], target[i:i + g]) for i in range(0, case["batch"], g)]).mean()
+        loss.backward()
+        golden[case["name"]] = {"inputs_fingerprint": fp, "loss": float(loss.detach()),
+                                "grad": cases.summary(logits.grad, 32)}
+        harness[case["name"]] = cases.harness_ohem(case)
+    return golden, harness

@@ -189,9 +189,6 @@ def bench_case(name: str, mode: str, p, device: torch.device, args, pm) -> dict:
         vt = statistics.median(timed(views, args.steps, args.warmup, device))
         row["strong_views_seconds"] = vt
         row["strong_views_share_of_step"] = vt / sec
-    del method, model, optim, batches, data
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return row
 
 
@@ -238,6 +235,7 @@ def main() -> None:
                 row = bench_case(name, mode, p, device, args, pm)
             except torch.OutOfMemoryError as exc:
                 row = {"method": name, "mode": mode, "error": f"out of memory: {str(exc).splitlines()[0]}"}
+            if device.type == "cuda":  # the case's tensors died with it: hand their memory back before the next
                 torch.cuda.empty_cache()
             rows.append(row)
             if "error" in row:
