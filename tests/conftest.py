@@ -38,3 +38,13 @@ def tiny_benchmark(tmp_path_factory):
     else:
         os.environ["HARNESS_PROTOCOLS"] = old
     get_plugin_manager.cache_clear()
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """No ImageNet weights anywhere the harness looks: an empty torchvision cache, no HARNESS_PRETRAINED_DIR."""
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.delenv("HARNESS_PRETRAINED_DIR", raising=False)
+    return hub

@@ -4,20 +4,10 @@ settings that only fail with a given number of processes."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.runner import RunSpec, resolve, run_dir
-
-
-@pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    hub = tmp_path / "hub"
-    (hub / "checkpoints").mkdir(parents=True)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.delenv("HARNESS_PRETRAINED_DIR", raising=False)
-    return hub
 
 
 @pytest.mark.parametrize("protocol, names", [("voc-92", ["resnet101_deepstem.pth", "resnet101.pth"]),

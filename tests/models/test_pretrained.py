@@ -9,15 +9,6 @@ from harness.models.resnet import ResNetBackbone
 from harness.protocols import ModelSpec
 
 
-@pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    hub = tmp_path / "hub"
-    (hub / "checkpoints").mkdir(parents=True)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.delenv("HARNESS_PRETRAINED_DIR", raising=False)
-    return hub
-
-
 def test_pretrained_disabled(no_weights):
     m = build_model(ModelSpec(backbone="small", pretrained=False), 3)
     assert m.pretrained_source == "random (pretrained disabled)"
