@@ -61,7 +61,7 @@ def cmd_eval(args) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, protocol_id=args.protocol, data_root=args.data_root,
                                  splits_dir=args.splits_dir, device=args.device, split=args.split,
-                                 confidence=args.confidence)
+                                 confidence=args.confidence, bootstrap=args.bootstrap)
     if args.json:  # before printing, so that a closed pipe (`| head`) cannot lose it
         from .records import write_json
         write_json(Path(args.json), {k: v for k, v in result.items() if k != "summary"})
@@ -202,6 +202,29 @@ def _settings_table(pm, method: str | None, protocol_id: str | None) -> str:
     return tabulate(rows, headers=headers + ["description"], tablefmt="simple") + "\n" + note
 
 
+def _data_weights(args) -> int:
+    """``harness data weights``: verify the shipped built-in weights, or retrain them into a folder."""
+    from .models import builtin_weights as bw
+
+    if args.rebuild:
+        from .pretraining import train
+
+        info = train(Path(args.rebuild), workers=args.workers)
+        shipped = bw.builtin_weights(info["weights"]).sha256
+        same = "identical to" if info["sha256"] == shipped else "DIFFERENT from"
+        print(f"{info['weights']}: {Path(args.rebuild) / bw.builtin_weights(info['weights']).file} sha256 "
+              f"{info['sha256']}, {same} the shipped file ({shipped})")
+        return 0 if info["sha256"] == shipped else 1
+    for name in sorted(bw.BUILTIN_WEIGHTS):
+        path = bw.verify(name)
+        meta = bw.metadata(name)
+        h = meta["heldout"]
+        print(f"{name}: {path} sha256 {bw.builtin_weights(name).sha256} OK; pretraining task held-out mAP "
+              f"{h['mean_ap']:.4f}, label accuracy {h['label_accuracy']:.4f}; built in "
+              f"{meta['cost']['train_s'] / 60:.1f} min on {meta['cost']['threads']} threads")
+    return 0
+
+
 def cmd_data(args) -> int:
     if args.action == "synthetic":
         from .data.synthetic import ensure_synthetic
@@ -209,6 +232,8 @@ def cmd_data(args) -> int:
         root = ensure_synthetic(Path(args.root) if args.root else None)
         print(f"synthetic dataset ready at {root}")
         return 0
+    if args.action == "weights":
+        return _data_weights(args)
     if args.action == "splits":
         from .data.roots import fetch_all_splits
 
@@ -341,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
                    help="also report the pixels predicted with probability >= TAU: how many, how many correct, "
                         "per class (the quality of thresholded pseudo-labels of this network)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="also estimate the evaluation noise of the mIoU: B resamples of the images with replacement "
+                        "(e.g. 1000); prints its std and 95 %% interval")
     p.add_argument("--confusion", action="store_true", help="print the row-normalised confusion matrix")
     p.add_argument("--json", metavar="PATH", help="write the result (with the confusion matrices) to PATH")
     p.set_defaults(func=cmd_eval)
@@ -366,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="action", required=True)
     d = dsub.add_parser("synthetic", help="generate the built-in synthetic dataset (deterministic, cached)")
     d.add_argument("--root", help="where to write it (default: $HARNESS_CACHE/synthetic/v<version>)")
+    d = dsub.add_parser("weights", help="verify the built-in pretrained weights (SHA-256), or rebuild them")
+    d.add_argument("--rebuild", metavar="DIR", help="retrain them into DIR (deterministic: same file on the same CPU "
+                                                    "type and thread count) and compare with the shipped file")
+    d.add_argument("--workers", type=int, default=2, help="--rebuild: processes rendering the images")
     d = dsub.add_parser("splits", help="fetch the standard split lists once and verify their checksums")
     d.add_argument("--dest", help="cache folder (default: $HARNESS_CACHE/splits/<commit>)")
     d.add_argument("--splits-dir", help="verify a local folder instead of fetching")

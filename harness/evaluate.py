@@ -24,6 +24,7 @@ import contextlib
 import math
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -148,7 +149,7 @@ def _memory_format(model: nn.Module) -> torch.memory_format:
 
 def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_classes: int,
              device: torch.device | str, autocast: Callable[[], Any] | None = None, rank: int = 0, world: int = 1,
-             num_workers: int = 0, confidence: float | None = None) -> dict[str, Any]:
+             num_workers: int = 0, confidence: float | None = None, per_image: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on every image once and return the dataset-level result.
 
     ``dataset_or_loader``: a map-style dataset (``len`` and ``[i]``, sharded here as ``rank::world``) whose items
@@ -175,8 +176,15 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
     cm = ConfusionMatrix(num_classes, device=device)
     cm_conf = ConfusionMatrix(num_classes, device=device) if confidence is not None else None
     slide = eval_spec.mode.startswith("slide")
+    if per_image and world > 1:
+        raise ValueError("evaluate(per_image=True) runs in one process (world=1)")
+    image_cms: list[np.ndarray] = []
 
     def update(scores: torch.Tensor, mask: torch.Tensor) -> None:
+        if per_image:
+            one = ConfusionMatrix(num_classes, device=device)
+            one.update(scores.argmax(dim=0), mask)
+            image_cms.append(one.numpy())
         if cm_conf is None:
             cm.update(scores.argmax(dim=0), mask)
             return
@@ -234,4 +242,7 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
            "num_images": count, "mode": eval_spec.name}
     if cm_conf is not None:
         out["confident_matrix"] = cm_conf.numpy()
+    if per_image:
+        out["per_image_confusion"] = (np.stack(image_cms) if image_cms
+                                      else np.zeros((0, num_classes, num_classes), np.int64))
     return out

@@ -63,21 +63,30 @@ def load_trained(path: str, protocol_id: str | None = None, data_root: str | Non
 
 def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: str | None = None,
                         splits_dir: str | None = None, device: str = "auto", split: str = "val",
-                        confidence: float | None = None) -> dict:
+                        confidence: float | None = None, bootstrap: int = 0) -> dict:
     """Evaluate the checkpoint's evaluated network (``eval_model()``) on the ``split`` list of the protocol
     (``val``; ``labeled``/``unlabeled`` for diagnostics). ``confidence`` τ adds the confident-pixel matrix and
-    ``pseudo_label_quality`` of the network's thresholded predictions (see ``harness.metrics``)."""
+    ``pseudo_label_quality`` of the network's thresholded predictions (see ``harness.metrics``). ``bootstrap`` B > 0
+    adds ``"bootstrap"``: the evaluation noise of the mIoU from B resamples of the images (``harness.stats``)."""
     from .evaluate import evaluate
 
     run = load_trained(path, protocol_id, data_root, splits_dir, device, split)
     doc, info, protocol, method, dev = run["doc"], run["info"], run["protocol"], run["method"], run["device"]
     result = evaluate(method.eval_model(), run["dataset"], protocol.eval, protocol.num_classes, dev,
-                      autocast=method.context.autocast, confidence=confidence)
+                      autocast=method.context.autocast, confidence=confidence, per_image=bootstrap > 0)
     result["class_names"] = protocol.class_names
+    if bootstrap > 0:
+        from .stats import bootstrap_miou
+
+        result["bootstrap"] = bootstrap_miou(result.pop("per_image_confusion"), resamples=bootstrap)
     result["split"] = split
     where = protocol.id if split == "val" else f"the {split} list of {protocol.id}"
     result["summary"] = (f"{info.name} checkpoint at step {run['step']}/{doc['total_steps']} on {where} "
                          f"({result['num_images']} images, {protocol.eval.name}): mIoU {result['miou']:.2f}")
+    if bootstrap > 0:
+        b = result["bootstrap"]
+        result["summary"] += (f"; evaluation noise (bootstrap over the {b['images']} images, {b['resamples']} "
+                              f"resamples): std {b['std']:.2f}, 95 % interval {b['low']:.2f}–{b['high']:.2f}")
     if confidence is not None:
         result["confidence"] = confidence
         result["pseudo_labels"] = pseudo_label_quality(result["confusion_matrix"], result["confident_matrix"])

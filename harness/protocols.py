@@ -54,6 +54,10 @@ class Budget(pydantic.BaseModel):
     eval_every: int | None = pydantic.Field(
         default=None, gt=0, description="iterations between evaluations (default: once per epoch-equivalent, ≤ 20 evals)")
     num_evals: int = pydantic.Field(default=10, gt=0, description="evaluations per run when eval_every is unset")
+    unlabeled_pool: int | None = pydantic.Field(
+        default=None, gt=0, description="train on only the first N images of the unlabeled list (a regime knob: "
+                                        "passes over the unlabeled set and unlabeled images per labeled one); "
+                                        "default: all of it")
 
     @pydantic.model_validator(mode="after")
     def _one_budget(self):
@@ -68,6 +72,11 @@ class ModelSpec(pydantic.BaseModel):
     output_stride: Literal[8, 16] = 16
     deep_stem: bool = True
     pretrained: bool = True
+    weights: str = pydantic.Field(
+        default="imagenet", description="which pretrained weights (with pretrained: true): 'imagenet' = ImageNet "
+                                        "files from HARNESS_PRETRAINED_DIR or the torchvision cache; a built-in name "
+                                        "(harness.models.builtin_weights, e.g. 'shapes-v1') = weights shipped with "
+                                        "the harness, checked by SHA-256")
     width: int = pydantic.Field(default=32, gt=0, description="base channel width of the 'small' backbone")
     blocks: int = pydantic.Field(default=1, gt=0, description="residual blocks per stage of the 'small' backbone")
     decoder_channels: int = pydantic.Field(default=256, gt=0)
@@ -146,6 +155,11 @@ class Protocol(pydantic.BaseModel):
     def _check(self):
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names, num_classes is {self.num_classes}")
+        pool = self.budget.unlabeled_pool
+        if pool is not None and (self.splits.unlabeled is None or pool > self.splits.unlabeled.count):
+            have = "no unlabeled list" if self.splits.unlabeled is None else f"{self.splits.unlabeled.count} unlabeled images"
+            raise ValueError(f"budget.unlabeled_pool {pool} needs at least that many unlabeled images; the protocol "
+                             f"has {have}")
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must be [lo, hi] with 0 < lo <= hi, got {list(self.scale_range)}")
@@ -157,7 +171,11 @@ class Protocol(pydantic.BaseModel):
 
     @property
     def unlabeled_count(self) -> int:
-        return self.splits.unlabeled.count if self.splits.unlabeled else 0
+        """Unlabeled images trained on: the list's count, or ``budget.unlabeled_pool`` of them."""
+        if not self.splits.unlabeled:
+            return 0
+        pool = self.budget.unlabeled_pool
+        return self.splits.unlabeled.count if pool is None else min(pool, self.splits.unlabeled.count)
 
     @property
     def iters_per_epoch(self) -> int:

@@ -45,7 +45,20 @@ REQUIRED_KEYS = ("method", "protocol", "dataset", "family", "labeled", "seed", "
 RUN_COLUMNS = ["protocol", "method", "settings_hash", "seed", "dataset", "family", "labeled", "eval_mode",
                "backbone", "crop_size", "overrides", "overrides_key", "protocol_overrides_key", "final_miou",
                "final_step", "best_miou", "best_step", "total_steps", "wall_time_s", "finished_at", "iou",
-               "secondary", "pretrained_source", "run_dir", "record_path"]
+               "secondary", "pretrained_source", "regime", "run_dir", "record_path"]
+
+
+def regime_of(pretrained_source: str | None) -> str:
+    """Which regime a run's encoder started in, from its record's ``pretrained_source``: ``from scratch``,
+    ``pretrained (shapes-v1)`` for built-in weights, ``pretrained (ImageNet)``, or ``unknown`` (old records)."""
+    src = str(pretrained_source or "")
+    if src.startswith("random"):
+        return "from scratch"
+    if src.startswith("builtin "):
+        return f"pretrained ({src.split()[1].rstrip(':')})"
+    if src.startswith("imagenet"):
+        return "pretrained (ImageNet)"
+    return "unknown"
 
 
 class ResultsWarning(UserWarning):
@@ -174,6 +187,7 @@ def parse_record(path: Path, doc: Any) -> dict[str, Any]:
         "iou": {str(k): _num(v) for k, v in iou.items()},
         "secondary": {k: _num(v) for k, v in final.items() if k.endswith("_miou")},
         "pretrained_source": str(doc.get("pretrained_source") or ""),
+        "regime": str(doc.get("regime") or regime_of(doc.get("pretrained_source"))),
         "run_dir": str(path.parent),
         "record_path": str(path),
     }

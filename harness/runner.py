@@ -26,6 +26,7 @@ from .errors import ConfigError, HarnessError, WriteError
 from .interrupts import stop_on_signals
 from .method import MethodConfig
 from .plugins import MethodInfo, get_plugin_manager
+from .results import regime_of
 from .protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
 from .resume import check_resume, config_with_start
 from .runlock import LOCK, RunLock
@@ -260,9 +261,20 @@ def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
                           f"unlabeled split (it is fully supervised); use a protocol with an unlabeled split or "
                           f"the 'supervised' method")
     if protocol.model.pretrained:  # before any training: a missing weights file is an error, not a random start
+        from .models.builtin_weights import BUILTIN_WEIGHTS, builtin_weights, verify
         from .models.pretrained import require_pretrained
         m = protocol.model
-        require_pretrained(m.backbone, m.deep_stem, m.width, protocol.id)
+        if m.weights in BUILTIN_WEIGHTS:
+            w = builtin_weights(m.weights)
+            if (m.backbone, m.width) != (w.backbone, w.width):
+                raise ConfigError(f"protocol {protocol.id}: built-in weights {m.weights!r} are for the {w.backbone} "
+                                  f"backbone of width {w.width}, not {m.backbone} of width {m.width}")
+            verify(m.weights)
+        elif m.weights != "imagenet":
+            raise ConfigError(f"protocol {protocol.id}: model.weights {m.weights!r} is neither 'imagenet' nor a "
+                              f"built-in name ({', '.join(sorted(BUILTIN_WEIGHTS))})")
+        else:
+            require_pretrained(m.backbone, m.deep_stem, m.width, protocol.id)
     world = world_size or max(1, int(os.environ.get("WORLD_SIZE") or 1))
     b = protocol.budget
     for what, n in (("batch_labeled", b.batch_labeled),
@@ -526,6 +538,7 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
         "overrides": r.spec.overrides,
         "eval_mode": r.protocol.eval.name,
         "backbone": r.protocol.model.backbone,
+        "regime": regime_of(doc["pretrained_source"]),
         "crop_size": r.protocol.crop_size,
         "total_steps": r.total_steps,
         "final": {"miou": final["miou"], "step": final["step"],

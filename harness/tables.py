@@ -43,7 +43,8 @@ FAMILY_NAMES = {
     "voc-u2pl": "VOC blended, U2PL-style lists",
     "cityscapes": "Cityscapes (CPS lists)",
     "cityscapes-st++": "Cityscapes 1/30 (ST++ list)",
-    "synthetic": "synthetic",
+    "synthetic": "synthetic, encoder from scratch",
+    "synthetic-pt": "synthetic, pretrained encoder (built-in shapes-v1)",
 }
 BEST_TITLE = "best-on-val (selected on the evaluation set)"
 SUPERVISED_REPORTED = {"SupBaseline", "SupOnly"}

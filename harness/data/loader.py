@@ -254,6 +254,9 @@ def build_train_loader(protocol: Protocol, data_root: str | Path | None, split_r
     splits = load_protocol_splits(protocol, split_root)
     if not include_unlabeled:
         splits["unlabeled"] = None
+    elif splits["unlabeled"] is not None and b.unlabeled_pool is not None:
+        # after the checksum of the whole list: a prefix of a verified list (the protocol validated the size)
+        splits["unlabeled"] = splits["unlabeled"][:b.unlabeled_pool]
     s = protocol.splits
     split_root = Path(split_root)
     hint = data_check_hint(protocol, root)

@@ -167,3 +167,16 @@ def test_include_unlabeled_false_keeps_labeled_batches(voc):
     assert all(u is None for _, u in sup)
     for (la, _), (lb, _) in zip(full, sup):
         assert all(torch.equal(la[k], lb[k]) for k in la)
+
+
+def test_unlabeled_pool_trains_on_a_prefix_of_the_verified_list(voc):
+    from harness.errors import ConfigError
+
+    root, splits, proto = voc
+    small = proto.with_overrides({"budget.unlabeled_pool": 4})
+    assert small.unlabeled_count == 4 and proto.unlabeled_count == N_UNL
+    seen = {int(i) for _, u in _take(build_train_loader(small, root, splits, seed=0), 6) for i in u["index"]}
+    assert seen == set(range(4))  # 6 steps x 4 images over a pool of 4: every one, nothing beyond it
+    with pytest.raises(ConfigError, match="unlabeled_pool 11 needs at least that many unlabeled images; the "
+                                          "protocol has 10"):
+        proto.with_overrides({"budget.unlabeled_pool": N_UNL + 1})

@@ -201,3 +201,14 @@ def test_confident_matrix_keeps_the_pixels_at_or_above_tau(spec):
     assert 0 < expected.sum() < out["confusion_matrix"].sum()  # τ splits the pixels in this example
     np.testing.assert_array_equal(out["confident_matrix"], expected)
     assert "confident_matrix" not in plain
+
+
+def test_per_image_confusion_sums_to_the_dataset_matrix():
+    m = small_model()
+    data = dataset([(40, 40)] * 5 + [(30, 50)] * 2, seed=3)
+    out = evaluate(m, data, EvalSpec(mode="whole", batch_images=4), K, "cpu", per_image=True)
+    per = out["per_image_confusion"]
+    assert per.shape == (7, K, K)
+    np.testing.assert_array_equal(per.sum(0), out["confusion_matrix"])
+    one = evaluate(m, data[5:6], EvalSpec(mode="whole"), K, "cpu")
+    np.testing.assert_array_equal(per[5], one["confusion_matrix"])

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 from scipy import stats as st
 
@@ -42,3 +44,30 @@ def test_degenerate_cases():
     assert shift.delta == 1.0 and shift.halfwidth == 0.0 and math.isnan(shift.p_value)  # t-test undefined
     with pytest.raises(ValueError):
         compare({}, {0: 1.0})
+
+
+def _miou(cm):
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    return 100 * np.nanmean(np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan))
+
+
+def test_bootstrap_miou_resamples_images_not_pixels():
+    from harness.stats import bootstrap_miou
+
+    rng = np.random.default_rng(0)
+    cms = rng.integers(0, 50, size=(40, 3, 3))
+    out = bootstrap_miou(cms, resamples=300, seed=1)
+    assert out["miou"] == pytest.approx(_miou(cms.sum(0)))
+    # the same resamples drawn by hand: multinomial counts per image, mIoU of the weighted sum
+    counts = np.random.default_rng(1).multinomial(40, np.full(40, 1 / 40), size=300)
+    by_hand = np.array([_miou(np.tensordot(c, cms, axes=1)) for c in counts])
+    assert out["std"] == pytest.approx(by_hand.std(ddof=1))
+    assert (out["low"], out["high"]) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
+    # identical images carry no evaluation noise; more images of the same kind carry less
+    same = np.repeat(cms[:1], 40, axis=0)
+    assert bootstrap_miou(same, resamples=50)["std"] == pytest.approx(0, abs=1e-9)
+    many = np.concatenate([cms] * 10)
+    assert bootstrap_miou(many, resamples=300)["std"] < out["std"] / 2
+    with pytest.raises(ValueError, match="at least two images"):
+        bootstrap_miou(cms[:1])
