@@ -212,8 +212,8 @@ def cmd_data(args) -> int:
     if args.action == "splits":
         from .data.roots import fetch_all_splits
 
-        dest = fetch_all_splits(args.dest, args.splits_dir)
-        print(f"split lists verified in {dest}")
+        folders = fetch_all_splits(args.dest, args.splits_dir)
+        print(f"split lists verified in {', '.join(map(str, folders)) or '(no protocol has fetched lists)'}")
         return 0
     if args.action == "check":
         from .data.roots import check_root
