@@ -107,6 +107,7 @@ class PluginManager:
         self._dists: dict[object, tuple[str, str]] = {}
         self._entry_points: dict[object, metadata.EntryPoint] = {}
         self._hook_names = [n for n in dir(hookspecs) if n.startswith("harness_")]
+        self._ordered: list = []
         self._register_builtin_datasets()
         self._load_entry_points()
         self.methods = MethodRegistry()
@@ -127,6 +128,7 @@ class PluginManager:
                 if self.pm.is_registered(module):
                     continue
                 self.pm.register(module, name=ep.name)
+                self._ordered.append(module)
             except Exception as exc:  # a broken plugin must not take the others down
                 self.failures.append(PluginFailure(f"{ep.name} = {ep.value}", f"{dist} {version}".strip(),
                                                    _last_line(exc), ep.name))
@@ -140,13 +142,18 @@ class PluginManager:
         for name in BUILTIN_DATASET_MODULES:
             module = importlib.import_module(name)
             self.pm.register(module, name=name)
+            self._ordered.append(module)
             self._dists[module] = ("ssseg-harness", version)
+
+    def _label(self, plugin) -> str:
+        """``name = module`` for an entry point's plugin, else the module's name (a built-in dataset module)."""
+        ep = self._entry_points.get(plugin)
+        return f"{ep.name} = {ep.value}" if ep is not None else getattr(plugin, "__name__", repr(plugin))
 
     def _failure(self, plugin, error: str) -> PluginFailure:
         ep = self._entry_points.get(plugin)
         dist, version = self._dists.get(plugin, ("unknown", ""))
-        where = f"{ep.name} = {ep.value}" if ep is not None else getattr(plugin, "__name__", repr(plugin))
-        return PluginFailure(where, f"{dist} {version}".strip(), error, ep.name if ep is not None else "")
+        return PluginFailure(self._label(plugin), f"{dist} {version}".strip(), error, ep.name if ep is not None else "")
 
     def _check_hook_names(self, plugin) -> None:
         """A function named like a hook that is not one (``harness_register_method``) would never be called."""
@@ -158,13 +165,15 @@ class PluginManager:
                 self.failures.append(self._failure(plugin, f"unknown hook '{attr}'{hint}"))
 
     def _collect(self) -> None:
-        plugins = self.pm.get_plugins()
+        # In registration order (pluggy's get_plugins() is a set): built-in datasets first, so a plugin that registers
+        # a built-in name again is the one reported, and the registries' "registered by" is reproducible.
+        plugins = list(self._ordered)
         # Datasets first, from every plugin: protocols (built-in or a plugin's) name datasets of other plugins.
         for plugin in plugins:
             impl = getattr(plugin, "harness_register_datasets", None)
             if impl is None:
                 continue
-            self.datasets.current_plugin = self._failure(plugin, "").entry_point
+            self.datasets.current_plugin = self._label(plugin)
             try:
                 impl(registry=self.datasets)
             except Exception as exc:  # one plugin's bug must not take every command down

@@ -231,9 +231,8 @@ def resolve_split_root(protocol: Protocol, splits_dir: str | Path | None = None,
                             f"data; pass --data-root")
         root = dataset.split_root(Path(data_root))
         if not root.is_dir():
-            hint = ("generate the dataset first (harness data synthetic) or pass the right --data-root"
-                    if dataset.name == "synthetic" else "pass the right --data-root")
-            raise DataError(f"split folder {root} of the {dataset.name} dataset does not exist; {hint}")
+            raise DataError(f"split folder {root} of the {dataset.name} dataset does not exist: {data_root} is not a "
+                            f"complete {dataset.name} root ({dataset.description}); pass the right --data-root")
         return root
     if splits_dir is not None or os.environ.get("HARNESS_SPLITS"):
         root = Path(splits_dir if splits_dir is not None else os.environ["HARNESS_SPLITS"]).expanduser()

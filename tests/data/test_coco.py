@@ -50,3 +50,49 @@ def test_out_of_range_mask_and_wrong_root(tmp_path):
     (tmp_path / "official" / "annotations").mkdir()
     with pytest.raises(DataError, match=r"missing folder\(s\) masks.*instance annotations"):
         make_layout("coco", tmp_path / "official")
+
+
+@pytest.mark.parametrize("dataset", ["ade20k", "coco"])
+def test_harness_data_check_on_a_protocol(tmp_path, monkeypatch, capsys, shared_splits, dataset):
+    """`harness data check --protocol` over the public layout: lines of the real lists as a small protocol."""
+    import yaml
+
+    from harness.cli import main
+    from harness.plugins import get_plugin_manager
+    from tests.data.layouts import split_file_spec
+
+    lists = {"ade20k": ("ade20k/1_64/labeled.txt", "ade20k/1_64/unlabeled.txt", "ade20k/val.txt"),
+             "coco": ("coco/1_512/labeled.txt", "coco/1_512/labeled.txt", "coco/val.txt")}[dataset]
+    labeled = read_split_file(shared_splits / lists[0])[:2]
+    unlabeled = read_split_file(shared_splits / lists[1])[2:4]  # COCO's unlabeled lists are not available here
+    val = read_split_file(shared_splits / lists[2])[:2]
+    splits = tmp_path / "splits"
+    for name, entries in (("l.txt", labeled), ("u.txt", unlabeled), ("v.txt", val)):
+        write_split_file(splits / name, entries)
+    k = get_dataset(dataset).num_classes
+    rng = np.random.default_rng(2)
+    masks = {m: rng.integers(0, k + 1 if dataset == "ade20k" else k, (16, 24), dtype=np.uint8)
+             for _, m in labeled + unlabeled + val}
+    write_pairs(tmp_path / "root", labeled + unlabeled + val, masks, (16, 24))
+    doc = {"protocols": [{
+        "id": f"mini-{dataset}", "dataset": dataset, "family": "test", "num_classes": k,
+        "class_names": list(get_dataset(dataset).class_names), "crop_size": 16, "eval": {"mode": "whole"},
+        "splits": {"labeled": split_file_spec(splits, "l.txt"), "unlabeled": split_file_spec(splits, "u.txt"),
+                   "val": split_file_spec(splits, "v.txt")},
+        "budget": {"iterations": 1, "batch_labeled": 1, "batch_unlabeled": 1, "lr": 0.01, "head_lr_mult": 1.0,
+                   "weight_decay": 0.0},
+        "model": {"backbone": "small", "pretrained": False}}]}
+    (tmp_path / "protocols").mkdir()
+    (tmp_path / "protocols" / "mini.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("HARNESS_PROTOCOLS", str(tmp_path / "protocols"))
+    monkeypatch.setenv(get_dataset(dataset).root_env, str(tmp_path / "root"))
+    get_plugin_manager.cache_clear()
+    try:
+        assert main(["data", "check", "--protocol", f"mini-{dataset}", "--splits-dir", str(splits)]) == 0
+        out = capsys.readouterr().out
+        assert f"{dataset} root {tmp_path / 'root'}: 3 split file(s), 12 files opened, 0 missing" in out
+        (tmp_path / "root" / val[1][1]).unlink()
+        assert main(["data", "check", "--protocol", f"mini-{dataset}", "--splits-dir", str(splits)]) == 1
+        assert str(tmp_path / "root" / val[1][1]) in capsys.readouterr().out
+    finally:
+        get_plugin_manager.cache_clear()

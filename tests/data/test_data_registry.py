@@ -82,3 +82,15 @@ def test_dataset_spec_is_validated():
         Dataset(name="My Set", layout=object, class_names=("a", "b"))
     with pytest.raises(ConfigError, match="at least two class names"):
         Dataset(name="one", layout=object, class_names=("a",))
+
+
+def test_list_datasets_names_each_with_its_provider(capsys, with_plugins):
+    from harness.cli import main
+
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr()
+    lines = {line.split()[0]: line for line in out.out.splitlines()[2:]}
+    assert list(lines) == ["voc", "cityscapes", "ade20k", "coco", "synthetic", "toy"]
+    assert "tests.data.toy_dataset" in lines["toy"] and " 3 " in lines["toy"] and "HARNESS_DATA_TOY" in lines["toy"]
+    assert "150" in lines["ade20k"] and "HARNESS_DATA_ADE20K" in lines["ade20k"]
+    assert "toy_duplicate" in out.err and "registered twice" in out.err  # plugin failures come first, on stderr
