@@ -3,8 +3,8 @@
 One row per image, four columns: the image, its ground truth, the prediction of the evaluated network, and the
 confident pseudo-label (pixels whose predicted-class probability is ≥ τ; the others in the void colour), each
 titled with what it says about that image (pixel accuracy of the prediction; how many pixels the pseudo-label
-keeps and how many of those are right). Masks use the dataset's palette (VOC's colour map for VOC and the
-synthetic set, the official trainId colours for Cityscapes); a legend names the classes that appear.
+keeps and how many of those are right). Masks use the registered dataset's palette (the official trainId
+colours for Cityscapes, VOC's colour map for the others); a legend names the classes that appear.
 """
 
 from __future__ import annotations
