@@ -13,10 +13,11 @@ from .errors import ConfigError, HarnessError
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", help="dataset root (default: $HARNESS_DATA_VOC / $HARNESS_DATA_CITYSCAPES; "
-                                       "the synthetic set is generated in $HARNESS_CACHE)")
+    p.add_argument("--data-root", help="dataset root (default: $HARNESS_DATA_<DATASET>, e.g. $HARNESS_DATA_VOC, "
+                                       "$HARNESS_DATA_ADE20K; `harness list datasets` names each variable; the "
+                                       "synthetic set is generated in $HARNESS_CACHE)")
     p.add_argument("--splits-dir", help="folder with the split lists (default: $HARNESS_SPLITS, else fetched once "
-                                        "from the public UniMatch repository and verified)")
+                                        "from the dataset's public repository, UniMatch or UniMatch V2, and verified)")
 
 
 def cmd_run(args) -> int:
@@ -149,6 +150,10 @@ def cmd_list(args) -> int:
     if args.what == "methods":
         rows = [(m.name, f"{m.distribution} {m.version}".strip(), m.description) for m in pm.methods]
         print(tabulate(rows, headers=["method", "provided by", "description"], tablefmt="simple"))
+    elif args.what == "datasets":
+        rows = [(d.name, pm.datasets.owner(d.name), d.num_classes, d.root_env, d.description) for d in pm.datasets]
+        print(tabulate(rows, headers=["dataset", "registered by", "classes", "root variable", "description"],
+                       tablefmt="simple"))
     else:
         rows = [(p.id, p.dataset, p.family, p.labeled_count, p.unlabeled_count or "—", p.crop_size, p.eval.name,
                  p.total_iterations) for p in pm.protocols]
@@ -237,8 +242,8 @@ def cmd_data(args) -> int:
     if args.action == "splits":
         from .data.roots import fetch_all_splits
 
-        dest = fetch_all_splits(args.dest, args.splits_dir)
-        print(f"split lists verified in {dest}")
+        folders = fetch_all_splits(args.dest, args.splits_dir)
+        print(f"split lists verified in {', '.join(map(str, folders)) or '(no protocol has fetched lists)'}")
         return 0
     if args.action == "check":
         from .data.roots import check_root
@@ -384,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("list", help="list methods, protocols, or a method's settings")
-    p.add_argument("what", choices=["methods", "protocols", "settings"])
+    p = sub.add_parser("list", help="list methods, datasets, protocols, or a method's settings")
+    p.add_argument("what", choices=["methods", "datasets", "protocols", "settings"])
     p.add_argument("name", nargs="?", help="settings: the method whose settings to list")
     p.add_argument("--protocol", help="settings: also show this protocol's values (its method_settings)")
     p.set_defaults(func=cmd_list)

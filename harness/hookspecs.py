@@ -8,10 +8,25 @@ as a plugin error (``harness list methods`` shows it).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .data.registry import DatasetRegistry
 
 hookspec = pluggy.HookspecMarker("harness")
 hookimpl = pluggy.HookimplMarker("harness")
+
+
+@hookspec
+def harness_register_datasets(registry: "DatasetRegistry") -> None:
+    """Add datasets: ``registry.add(harness.data.registry.Dataset(name, layout, class_names, ...))``.
+
+    Called once at start-up, for every plugin before any ``harness_register_methods`` or
+    ``harness_register_protocols``, so a plugin's protocols may name a dataset another plugin registers.
+    A name registered twice is reported as a failure of the second plugin.
+    """
 
 
 @hookspec

@@ -3,8 +3,8 @@
 One row per image, four columns: the image, its ground truth, the prediction of the evaluated network, and the
 confident pseudo-label (pixels whose predicted-class probability is ≥ τ; the others in the void colour), each
 titled with what it says about that image (pixel accuracy of the prediction; how many pixels the pseudo-label
-keeps and how many of those are right). Masks use the dataset's palette (VOC's colour map for VOC and the
-synthetic set, the official trainId colours for Cityscapes); a legend names the classes that appear.
+keeps and how many of those are right). Masks use the registered dataset's palette (the official trainId
+colours for Cityscapes, VOC's colour map for the others); a legend names the classes that appear.
 """
 
 from __future__ import annotations
@@ -16,23 +16,14 @@ import torch
 
 from .errors import HarnessError
 
-# The official Cityscapes colours of the 19 trainIds (cityscapesScripts' labels.py).
-CITYSCAPES_COLORS = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-                     (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-                     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-                     (0, 80, 100), (0, 0, 230), (119, 11, 32)]
 VOID = 255
 
 
 def palette(dataset: str) -> np.ndarray:
-    """256×3 uint8 colours, index 255 = void."""
-    from .data.voc import voc_palette
+    """256×3 uint8 colours of a registered dataset (its ``palette``, else VOC's colour map), index 255 = void."""
+    from .data.registry import get_dataset
 
-    pal = voc_palette(256)
-    if dataset == "cityscapes":
-        pal[: len(CITYSCAPES_COLORS)] = np.array(CITYSCAPES_COLORS, dtype=np.uint8)
-        pal[VOID] = (0, 0, 0)
-    return pal
+    return get_dataset(dataset).colours()
 
 
 def pick(n_items: int, count: int) -> list[int]:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import HarnessError
 from .results import ResultSet, aggregate, curves, filter_runs, per_class
-from .tables import BEST_TITLE, DATASET_ORDER, FAMILY_ORDER, _order, family_label, method_order, variant_labels
+from .tables import BEST_TITLE, FAMILY_ORDER, _order, dataset_order, family_label, method_order, variant_labels
 
 KINDS = ("miou-vs-labels", "curves", "per-class")
 
@@ -58,8 +58,9 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
         raise HarnessError("no finished runs to plot")
     agg = aggregate(runs, metric)
     labels, _ = variant_labels(runs)
+    datasets = dataset_order()
     groups = sorted({(a.dataset, a.family) for a in agg.itertuples()},
-                    key=lambda g: (_order(g[0], DATASET_ORDER), _order(g[1], FAMILY_ORDER)))
+                    key=lambda g: (_order(g[0], datasets), _order(g[1], FAMILY_ORDER)))
     fig, axes = _figure(1, len(groups))
     for ax, (ds, fam) in zip(axes[0], groups):
         sub = agg[(agg["dataset"] == ds) & (agg["family"] == fam)]

@@ -19,11 +19,19 @@ from importlib import metadata
 import pluggy
 
 from . import hookspecs
+from .data.registry import DatasetRegistry
 from .errors import ConfigError
 from .method import Method
 from .protocols import ProtocolRegistry, default_protocol_dirs
 
 ENTRY_POINT_GROUP = "harness"
+
+# The built-in datasets implement ``harness_register_datasets`` like any plugin, but the core registers their
+# modules itself instead of reading them from the distribution's entry points: every built-in protocol names
+# one of them, so an install whose metadata predates a dataset module (an editable install made before it was
+# added, which keeps the old entry-point list until reinstalled) would otherwise lose datasets silently.
+BUILTIN_DATASET_MODULES = ("harness.data.voc", "harness.data.cityscapes", "harness.data.ade20k", "harness.data.coco",
+                           "harness.data.synthetic")
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,13 @@ class PluginManager:
         self._dists: dict[object, tuple[str, str]] = {}
         self._entry_points: dict[object, metadata.EntryPoint] = {}
         self._hook_names = [n for n in dir(hookspecs) if n.startswith("harness_")]
+        self._ordered: list = []
+        self._register_builtin_datasets()
         self._load_entry_points()
         self.methods = MethodRegistry()
         self.methods.failures = self.failures
+        self.datasets = DatasetRegistry()
+        self.datasets.failures = self.failures
         self.protocols = ProtocolRegistry()
         self.protocols.failures = self.failures
         self._collect()
@@ -116,6 +128,7 @@ class PluginManager:
                 if self.pm.is_registered(module):
                     continue
                 self.pm.register(module, name=ep.name)
+                self._ordered.append(module)
             except Exception as exc:  # a broken plugin must not take the others down
                 self.failures.append(PluginFailure(f"{ep.name} = {ep.value}", f"{dist} {version}".strip(),
                                                    _last_line(exc), ep.name))
@@ -123,11 +136,24 @@ class PluginManager:
             self._dists[module] = (dist, version)
             self._entry_points[module] = ep
 
+    def _register_builtin_datasets(self) -> None:
+        """See BUILTIN_DATASET_MODULES. An import error here is a bug of the harness itself: it propagates."""
+        version = _own_version()
+        for name in BUILTIN_DATASET_MODULES:
+            module = importlib.import_module(name)
+            self.pm.register(module, name=name)
+            self._ordered.append(module)
+            self._dists[module] = ("ssseg-harness", version)
+
+    def _label(self, plugin) -> str:
+        """``name = module`` for an entry point's plugin, else the module's name (a built-in dataset module)."""
+        ep = self._entry_points.get(plugin)
+        return f"{ep.name} = {ep.value}" if ep is not None else getattr(plugin, "__name__", repr(plugin))
+
     def _failure(self, plugin, error: str) -> PluginFailure:
         ep = self._entry_points.get(plugin)
         dist, version = self._dists.get(plugin, ("unknown", ""))
-        where = f"{ep.name} = {ep.value}" if ep is not None else getattr(plugin, "__name__", repr(plugin))
-        return PluginFailure(where, f"{dist} {version}".strip(), error, ep.name if ep is not None else "")
+        return PluginFailure(self._label(plugin), f"{dist} {version}".strip(), error, ep.name if ep is not None else "")
 
     def _check_hook_names(self, plugin) -> None:
         """A function named like a hook that is not one (``harness_register_method``) would never be called."""
@@ -139,10 +165,24 @@ class PluginManager:
                 self.failures.append(self._failure(plugin, f"unknown hook '{attr}'{hint}"))
 
     def _collect(self) -> None:
+        # In registration order (pluggy's get_plugins() is a set): built-in datasets first, so a plugin that registers
+        # a built-in name again is the one reported, and the registries' "registered by" is reproducible.
+        plugins = list(self._ordered)
+        # Datasets first, from every plugin: protocols (built-in or a plugin's) name datasets of other plugins.
+        for plugin in plugins:
+            impl = getattr(plugin, "harness_register_datasets", None)
+            if impl is None:
+                continue
+            self.datasets.current_plugin = self._label(plugin)
+            try:
+                impl(registry=self.datasets)
+            except Exception as exc:  # one plugin's bug must not take every command down
+                self.failures.append(self._failure(plugin, f"harness_register_datasets raised {_last_line(exc)}"))
+        self.datasets.current_plugin = "unknown"
         for directory in default_protocol_dirs():
             if directory.is_dir():
                 self.protocols.add_dir(directory)
-        for plugin in self.pm.get_plugins():
+        for plugin in plugins:
             self._check_hook_names(plugin)
             self.methods._current_dist = self._dists.get(plugin, ("unknown", ""))
             for hook, registry in (("harness_register_methods", self.methods),
@@ -171,6 +211,13 @@ class PluginManager:
                     print(f"warning: plugin '{impl.plugin_name}' failed in harness_run_event('{event}'): "
                           f"{_last_line(exc)}; the run goes on (further errors of this plugin are not shown)",
                           file=sys.stderr)
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version("ssseg-harness")
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 @functools.lru_cache(maxsize=1)

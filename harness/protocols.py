@@ -134,7 +134,9 @@ class Protocol(pydantic.BaseModel):
     model_config = _STRICT
     id: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.@-]*$")
     description: str = ""
-    dataset: Literal["voc", "cityscapes", "synthetic"]
+    # A registered dataset's name (harness_register_datasets). Checked where the data is used, not here: a protocol
+    # file stays listable when the plugin that provides its dataset is missing, and the error then names both.
+    dataset: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     family: str
     splits: Splits
     num_classes: int = pydantic.Field(gt=1)

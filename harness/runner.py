@@ -319,7 +319,7 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "split_checksums": {s.path: s.sha256 for s in (p.splits.labeled, p.splits.unlabeled, p.splits.val) if s},
         "data_root": str(data_root),
         "split_root": str(split_root),
-        **({"data_fingerprint": _synthetic_fingerprint(data_root)} if p.dataset == "synthetic" else {}),
+        **_data_fingerprint(p, data_root),
         "device": str(device),
         "device_name": records.device_name(device),
         # The intra-op thread count changes the order of float reductions, so runs are bit-identical
@@ -335,10 +335,12 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
     }
 
 
-def _synthetic_fingerprint(root: Path) -> str:
-    from .data.synthetic import recorded_fingerprint
+def _data_fingerprint(protocol, root: Path) -> dict:
+    """``{"data_fingerprint": ...}`` for a dataset that fingerprints its roots (generated data), else ``{}``."""
+    from .data.registry import get_dataset
 
-    return recorded_fingerprint(root)
+    fingerprint = get_dataset(protocol).fingerprint
+    return {"data_fingerprint": fingerprint(root)} if fingerprint is not None else {}
 
 
 def default_workers(device: torch.device) -> int:

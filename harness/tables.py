@@ -35,14 +35,16 @@ from .results import ResultSet, aggregate, canonical, filter_runs, per_class
 REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone", "crop", "os", "eval_mode",
                     "selection", "source_type", "source", "note"]
 
-DATASET_ORDER = ["voc", "cityscapes", "synthetic"]
-FAMILY_ORDER = ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "cityscapes-st++", "synthetic"]
+FAMILY_ORDER = ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "cityscapes-st++", "ade20k", "coco-unimatch",
+                "synthetic-pt", "synthetic"]
 FAMILY_NAMES = {
     "voc-classic": "VOC classic (labeled ⊂ fine 1,464)",
     "voc-blended": "VOC blended, CPS-style lists",
     "voc-u2pl": "VOC blended, U2PL-style lists",
     "cityscapes": "Cityscapes (CPS lists)",
     "cityscapes-st++": "Cityscapes 1/30 (ST++ list)",
+    "ade20k": "ADE20K (UniMatch V2 lists)",
+    "coco-unimatch": "COCO, 81 classes (UniMatch lists)",
     "synthetic": "synthetic, encoder from scratch",
     "synthetic-pt": "synthetic, pretrained encoder (built-in shapes-v1)",
 }
@@ -208,6 +210,22 @@ def eval_label(mode: str) -> str:
 
 def backbone_label(b: str) -> str:
     return {"resnet101": "ResNet-101", "resnet50": "ResNet-50", "small": "small CPU backbone"}.get(b, b)
+
+
+def dataset_order() -> list[str]:
+    """Column groups' dataset order: the registered datasets' table order (a dataset no installed plugin registers
+    comes after them, by name)."""
+    from .data.registry import registry
+
+    return registry().names()
+
+
+def _published(dataset: str) -> bool:
+    """Whether published reference rows may be shown for a dataset (False for the synthetic set); a dataset no
+    installed plugin registers gets them only where a reported-numbers file names it."""
+    from .data.registry import registry
+
+    return dataset not in registry() or registry().get(dataset).published
 
 
 def _order(value: str, order: list[str]) -> tuple[int, str]:
@@ -378,8 +396,8 @@ def _mismatch(r: pd.Series, col: Column) -> list[str]:
 def match_reported(reported: pd.DataFrame, col: Column) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Reference rows comparable with a column (same dataset, split family, labeled count, backbone, crop,
     evaluation mode), and (method, reason) for rows of the same split that differ in setting. Never for
-    the synthetic dataset; never an S4MIM row."""
-    if reported is None or reported.empty or col.dataset == "synthetic":
+    a dataset registered without published numbers (the synthetic set); never an S4MIM row."""
+    if reported is None or reported.empty or not _published(col.dataset):
         return reported.iloc[0:0] if reported is not None else pd.DataFrame(columns=REPORTED_COLUMNS), []
     same = reported[(reported["dataset"] == col.dataset) & (reported["family"] == col.family)
                     & (reported["labeled"] == int(col.labeled))]
@@ -415,7 +433,8 @@ def _columns(runs: pd.DataFrame, agg: pd.DataFrame) -> tuple[list[Column], list[
                          f"override; the column's setting is {bb}, crop {crop}, {ev}.")
         r0 = base.iloc[0]
         cols.append(Column(pid, str(r0["dataset"]), str(r0["family"]), int(r0["labeled"]), ev, bb, crop, pid))
-    cols.sort(key=lambda c: (_order(c.dataset, DATASET_ORDER), _order(c.family, FAMILY_ORDER), c.labeled, c.id))
+    datasets = dataset_order()
+    cols.sort(key=lambda c: (_order(c.dataset, datasets), _order(c.family, FAMILY_ORDER), c.labeled, c.id))
     return cols, notes
 
 

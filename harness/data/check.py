@@ -10,9 +10,8 @@ from typing import Callable, Sequence, TextIO
 
 from ..errors import DataError
 from .readers import make_layout, read_image, read_mask, size_mismatch_hint
+from .registry import get_dataset
 from .splits import read_split_file
-
-DEFAULT_NUM_CLASSES = {"voc": 21, "cityscapes": 19}
 
 
 @dataclass
@@ -64,14 +63,14 @@ def check_dataset_root(dataset: str, root: str | Path, split_files: Sequence[str
                        unlabeled: Sequence[str | Path] = ()) -> CheckReport:
     """Open every image and mask named in ``split_files`` (each file once) and report what fails.
 
-    Masks are checked for their values ({0..K−1, 255}, K = ``num_classes``, default 21 for VOC and 19
-    for Cityscapes) and for matching their image's size. A missing root or wrong layout raises DataError.
+    Masks are checked for their values ({0..K−1, 255} after the dataset's decoding, K = ``num_classes``, by
+    default the registered dataset's class count) and for matching their image's size. A missing root or wrong layout raises DataError.
     Masks of the ``unlabeled`` split files (training does not read them) that are missing or unreadable are
     warnings (``CheckReport.optional``), not failures.
     """
     root = Path(root)
     layout = make_layout(dataset, root, masks=True)
-    k = num_classes if num_classes is not None else DEFAULT_NUM_CLASSES.get(dataset, 256)
+    k = num_classes if num_classes is not None else get_dataset(dataset).num_classes
     report = CheckReport(dataset, root, [Path(p) for p in split_files])
     unlabeled_files = {Path(p) for p in unlabeled}
     pairs: dict[tuple[Path, Path], tuple[str, object, bool]] = {}
@@ -81,10 +80,7 @@ def check_dataset_root(dataset: str, root: str | Path, split_files: Sequence[str
             key = (layout.image_path(img_rel), mpath)
             if key not in pairs:
                 pairs[key] = (f"{sf}:{i + 1}", lut, sf in unlabeled_files)
-    converted = sum(1 for _, lut, _ in pairs.values() if lut is not None)
-    if converted:
-        report.notes.append(f"{converted} masks are read from *_gtFine_labelIds.png and converted on the fly; "
-                            f"write the trainIds files once with `harness data prepare-cityscapes --data-root {root}`")
+    report.notes += layout.check_notes(sum(1 for _, lut, _ in pairs.values() if lut is not None))
 
     def one(item):
         (ipath, mpath), (where, lut, mask_optional) = item
@@ -96,7 +92,7 @@ def check_dataset_root(dataset: str, root: str | Path, split_files: Sequence[str
                                  f"missing (listed in {where})" if mask_optional else where))
                 continue
             try:
-                arr = read_image(path) if kind == "image" else read_mask(path, k, lut)
+                arr = read_image(path) if kind == "image" else read_mask(path, k, lut, layout.mask_hint())
                 shapes.append(arr.shape[:2])
             except DataError as exc:
                 problems.append(("optional" if kind == "mask" and mask_optional else "unreadable", path, str(exc)))

@@ -22,7 +22,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..hookspecs import hookimpl
 from .readers import DataLayout, read_mask
+from .registry import Dataset
 
 CITYSCAPES_NUM_CLASSES = 19
 CITYSCAPES_CLASSES: tuple[str, ...] = (
@@ -30,6 +32,22 @@ CITYSCAPES_CLASSES: tuple[str, ...] = (
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )
 CITYSCAPES_ENV = "HARNESS_DATA_CITYSCAPES"
+# The official Cityscapes colours of the 19 trainIds (cityscapesScripts' labels.py).
+CITYSCAPES_COLORS: list[tuple[int, int, int]] = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+                     (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+                     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+                     (0, 80, 100), (0, 0, 230), (119, 11, 32)]
+
+
+def cityscapes_palette() -> np.ndarray:
+    """256×3 uint8: the official trainId colours, VOC's colour map above them, void (255) black."""
+    from .voc import voc_palette
+
+    pal = voc_palette(256)
+    pal[: len(CITYSCAPES_COLORS)] = np.array(CITYSCAPES_COLORS, dtype=np.uint8)
+    pal[255] = (0, 0, 0)
+    return pal
+
 
 # All 34 ids of the benchmark (id: trainId); every other value maps to 255.
 LABELID_TO_TRAINID: dict[int, int] = {
@@ -92,6 +110,12 @@ class CityscapesLayout(DataLayout):
         stem = Path(image_rel).name
         return stem[: -len(IMAGE_SUFFIX)] if stem.endswith(IMAGE_SUFFIX) else Path(stem).stem
 
+    def check_notes(self, decoded: int) -> list[str]:
+        if not decoded:
+            return []
+        return [f"{decoded} masks are read from *{LABELIDS_SUFFIX} and converted on the fly; write the trainIds "
+                f"files once with `harness data prepare-cityscapes --data-root {self.root}`"]
+
     def missing_hint(self, rel: str, kind: str) -> str:
         if kind == "mask" and rel.endswith(TRAINIDS_SUFFIX):
             return (f" Neither it nor the {LABELIDS_SUFFIX} file beside it exists (gtFine_trainvaltest.zip from "
@@ -133,3 +157,11 @@ def prepare_cityscapes_trainids(root: str | Path, overwrite: bool = False,
         if progress is not None:
             progress(i + 1, len(sources))
     return written
+
+
+@hookimpl
+def harness_register_datasets(registry) -> None:
+    registry.add(Dataset(
+        name="cityscapes", layout=CityscapesLayout, class_names=CITYSCAPES_CLASSES, env=CITYSCAPES_ENV,
+        palette=cityscapes_palette, order=10,
+        description="Cityscapes fine (2,975 train, 500 val), 19 classes in trainId order"))

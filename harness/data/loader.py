@@ -199,7 +199,9 @@ def collate_step(samples: Sequence[dict]) -> tuple[dict, dict | None]:
 
 def data_check_hint(protocol: Protocol, root: str | Path) -> str:
     """What a read error during training adds: the command that finds every such file before a run."""
-    splits = "" if protocol.dataset == "synthetic" else " (and --splits-dir, if the run has one)"
+    from .registry import get_dataset
+
+    splits = "" if get_dataset(protocol).split_root is not None else " (and --splits-dir, if the run has one)"
     return (f"`harness data check --protocol {protocol.id} --data-root {root}`{splits} lists every missing or "
             f"unreadable file of the protocol at once; fix them all, then rerun (a run resumes from its last "
             f"checkpoint)")

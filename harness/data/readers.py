@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 Entry = tuple[str, str]
 
-DATA_ENV = {"voc": "HARNESS_DATA_VOC", "cityscapes": "HARNESS_DATA_CITYSCAPES", "synthetic": "HARNESS_DATA_SYNTHETIC"}
 _MASK_MODES = {"P", "L", "I", "I;16", "I;16L", "I;16B"}
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -74,11 +73,12 @@ def _allowed_table(num_classes: int) -> np.ndarray:
     return allowed
 
 
-def read_mask(path: str | Path, num_classes: int, lut: np.ndarray | None = None) -> np.ndarray:
+def read_mask(path: str | Path, num_classes: int, lut: np.ndarray | None = None, hint: str = "") -> np.ndarray:
     """Class indices as a uint8 ``H×W`` array, from a palette ("P") or greyscale ("L") PNG.
 
     ``lut`` (256 uint8 entries) is applied to the raw values first (e.g. Cityscapes labelIds → trainIds).
-    Values outside {0, …, num_classes−1, 255} are a DataError naming the file and the values.
+    Values outside {0, …, num_classes−1, 255} are a DataError naming the file and the values (after the
+    table; ``hint``, the dataset's :meth:`DataLayout.mask_hint`, says what they mean).
     """
     path = Path(path)
     try:
@@ -111,8 +111,9 @@ def read_mask(path: str | Path, num_classes: int, lut: np.ndarray | None = None)
         ok = allowed[arr]
         if not ok.all():
             bad = np.unique(arr[~ok])
-            hint = ""
-            if lut is None and mode == "L":
+            if hint:
+                hint = " " + hint
+            elif lut is None and mode == "L":
                 hint = (" A greyscale mask with such values may be a palette mask converted to 'L' (luminance) or "
                         "a Cityscapes labelIds file that needs the trainIds mapping (`harness data prepare-cityscapes "
                         "--data-root ROOT` writes the *_gtFine_labelTrainIds.png files).")
@@ -129,30 +130,29 @@ def _fmt_values(values: np.ndarray, show: int = 10) -> str:
 
 
 def resolve_data_root(dataset: "str | Protocol", data_root: str | Path | None = None) -> Path:
-    """``data_root`` if given, else ``$HARNESS_DATA_<DATASET>`` (``dataset``: a name or a Protocol; synthetic: else its cache folder,
-    ``harness.data.synthetic.default_root()``); none → DataError saying how to set it."""
-    if not isinstance(dataset, str):  # a Protocol
-        dataset = dataset.dataset
-    env = DATA_ENV.get(dataset, f"HARNESS_DATA_{dataset.upper()}")
+    """``data_root`` if given, else ``$HARNESS_DATA_<DATASET>`` (the dataset's ``env``), else the dataset's
+    ``default_root`` (synthetic: its cache folder); none → DataError saying how to set it.
+    ``dataset``: a registered name or a Protocol (an unknown one is a ConfigError listing the registered ones)."""
+    from .registry import get_dataset
+
+    spec = get_dataset(dataset)
     if data_root is None:
-        value = os.environ.get(env)
-        if not value and dataset == "synthetic":
-            try:
-                from .synthetic import default_root
-            except ImportError:
-                pass
-            else:
-                return default_root()
-        if not value:
-            raise DataError(f"no data root for dataset '{dataset}': pass --data-root or set {env}")
-        data_root = value
+        value = os.environ.get(spec.root_env)
+        if value:
+            data_root = value
+        elif spec.default_root is not None:
+            return spec.default_root()
+        else:
+            raise DataError(f"no data root for dataset '{spec.name}': pass --data-root or set {spec.root_env}")
     return Path(data_root).expanduser()
 
 
 class DataLayout:
     """Maps split-list relpaths to files under a dataset root (generic: paths relative to the root).
 
-    Subclasses (``VOCLayout``, ``CityscapesLayout``) check the expected folders and resolve masks.
+    Each registered dataset's reader is a subclass (``VOCLayout``, ``CityscapesLayout``, ...): its constructor
+    checks the expected folders (a DataError naming what is missing), ``mask_path`` gives the file and the
+    decoding table of a mask, ``mask_hint`` what to add when a mask holds values outside the classes.
     """
 
     dataset = "generic"
@@ -178,31 +178,20 @@ class DataLayout:
     def missing_hint(self, rel: str, kind: str) -> str:
         return ""
 
+    def mask_hint(self) -> str:
+        """Added to a mask's out-of-range error: what such values mean for this dataset ("" when nothing)."""
+        return ""
 
-class SyntheticLayout(DataLayout):
-    """The built-in synthetic dataset (VOC layout; split paths relative to the root)."""
-
-    dataset = "synthetic"
-    env = DATA_ENV["synthetic"]
-
-    def __init__(self, root: str | Path, masks: bool = True):
-        try:
-            super().__init__(root, masks)
-        except DataError as exc:
-            raise DataError(f"{exc}; generate the synthetic dataset with `harness data synthetic` "
-                            f"(python -m harness.data.synthetic --root DIR)") from None
+    def check_notes(self, decoded: int) -> list[str]:
+        """Notes for ``harness data check``, given how many checked masks came with a decoding table."""
+        return []
 
 
 def make_layout(dataset: str, root: str | Path, masks: bool = True) -> DataLayout:
-    if dataset == "voc":
-        from .voc import VOCLayout
-        return VOCLayout(root, masks)
-    if dataset == "cityscapes":
-        from .cityscapes import CityscapesLayout
-        return CityscapesLayout(root, masks)
-    if dataset == "synthetic":
-        return SyntheticLayout(root, masks)
-    raise DataError(f"unknown dataset '{dataset}'; known: voc, cityscapes, synthetic")
+    """The registered dataset's reader bound to ``root`` (which it checks); an unknown name is a ConfigError."""
+    from .registry import get_dataset
+
+    return get_dataset(dataset).layout(root, masks)
 
 
 class SegmentationSource:
@@ -297,7 +286,7 @@ class SegmentationSource:
         if not p.exists():
             raise self._missing(i, "mask", p)
         try:
-            return read_mask(p, self.num_classes, lut)
+            return read_mask(p, self.num_classes, lut, self.layout.mask_hint())
         except DataError as exc:
             raise DataError(f"{exc} (entry #{i + 1} of {self.split_name}).{self._check_hint()}") from None
 

@@ -6,11 +6,13 @@ lines, never as newline characters.
 
 Split root resolution (:func:`resolve_split_root`):
 
-* dataset ``synthetic``: ``<data_root>/splits`` (the synthetic generator writes its lists there);
+* a dataset whose lists live with its data (its registered ``split_root``; the synthetic set's
+  ``<data_root>/splits``): that folder;
 * otherwise the explicit ``splits_dir`` argument (``--splits-dir``), else ``$HARNESS_SPLITS``, else the
   cache folder ``$HARNESS_CACHE/splits/<commit>`` (``HARNESS_CACHE`` defaults to ``~/.cache/harness``),
-  filled on first use from UniMatch's public ``splits/`` folder at a pinned commit
-  (base URL overridable with ``$HARNESS_SPLITS_URL``, e.g. a ``file://`` URL of a local copy).
+  filled on first use from the ``splits/`` folder of the dataset's source repository at a pinned commit
+  (UniMatch for VOC and Cityscapes, UniMatch V2 for ADE20K and COCO; base URL overridable with
+  ``$HARNESS_SPLITS_URL``, e.g. a ``file://`` URL of a local copy).
 
 Every file is verified against the SHA-256 the protocol pins before use (:func:`verify_split`).
 """
@@ -28,11 +30,11 @@ from typing import Iterable, Sequence
 from ..errors import DataError
 from ..records import atomic_write_bytes
 from ..protocols import Protocol, SplitFile
+from .registry import UNIMATCH_SPLITS, get_dataset
 
 Entry = tuple[str, str]
 
-UNIMATCH_REPO = "LiheYoung/UniMatch"
-UNIMATCH_COMMIT = "0324f3dd4a22128105a5eb135d2586c0bb3cc647"
+UNIMATCH_REPO, UNIMATCH_COMMIT = UNIMATCH_SPLITS
 DEFAULT_SPLITS_URL = f"https://raw.githubusercontent.com/{UNIMATCH_REPO}/{UNIMATCH_COMMIT}/splits/"
 _FETCH_TIMEOUT_S = 60
 
@@ -104,22 +106,24 @@ def read_sha256sums(path: str | Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------- verification
 
-def verify_split(split_root: str | Path, split: SplitFile) -> list[Entry]:
-    """Read ``split_root/split.path``, check its SHA-256 and entry count against the protocol; return entries."""
+def verify_split(split_root: str | Path, split: SplitFile, origin: str = "") -> list[Entry]:
+    """Read ``split_root/split.path``, check its SHA-256 and entry count against the protocol; return entries.
+    ``origin`` names where the pinned copy comes from (default: UniMatch's ``splits/`` at the pinned commit)."""
     path = Path(split_root) / split.path
+    origin = origin or f"github.com/{UNIMATCH_REPO} at {UNIMATCH_COMMIT[:12]}, folder splits/"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(
             f"split file {path} does not exist (split root {split_root}); pass --splits-dir pointing at a copy of "
-            f"UniMatch's splits/ folder, set HARNESS_SPLITS, or unset both to fetch them into the cache") from None
+            f"the splits/ folder of {origin}, set HARNESS_SPLITS, or unset both to fetch them into the cache") from None
     except OSError as exc:
         raise DataError(f"cannot read split file {path}: {exc}") from None
     actual = sha256_bytes(data)
     if actual != split.sha256:
         raise DataError(
             f"split file {path} has SHA-256 {actual}, expected {split.sha256}: it is not the pinned copy "
-            f"(github.com/{UNIMATCH_REPO} at {UNIMATCH_COMMIT[:12]}, splits/{split.path}). Replace it with the "
+            f"({origin}, {split.path}). Replace it with the "
             f"original file (delete it if it is in the harness cache and it will be fetched again), or point "
             f"--splits-dir / HARNESS_SPLITS at an unmodified copy")
     entries = parse_split_bytes(data, path)
@@ -165,10 +169,13 @@ def protocol_split_files(protocol: Protocol) -> list[SplitFile]:
 def load_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str, list[Entry] | None]:
     """Verified entries ``{'labeled', 'unlabeled' (None if absent), 'val'}``; labeled/unlabeled checked disjoint."""
     s = protocol.splits
+    dataset = get_dataset(protocol)
+    origin = (dataset.splits_origin if dataset.split_root is None
+              else f"the split folder of the {dataset.name} data root, as its generator wrote it")
     out: dict[str, list[Entry] | None] = {
-        "labeled": verify_split(split_root, s.labeled),
-        "unlabeled": verify_split(split_root, s.unlabeled) if s.unlabeled is not None else None,
-        "val": verify_split(split_root, s.val),
+        "labeled": verify_split(split_root, s.labeled, origin),
+        "unlabeled": verify_split(split_root, s.unlabeled, origin) if s.unlabeled is not None else None,
+        "val": verify_split(split_root, s.val, origin),
     }
     root = Path(split_root)
     if out["unlabeled"] is not None:
@@ -205,8 +212,9 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "harness"
 
 
-def default_splits_cache() -> Path:
-    return cache_root() / "splits" / UNIMATCH_COMMIT
+def default_splits_cache(commit: str = UNIMATCH_COMMIT) -> Path:
+    """The cache folder of one source repository's split lists (one folder per pinned commit)."""
+    return cache_root() / "splits" / commit
 
 
 def resolve_split_root(protocol: Protocol, splits_dir: str | Path | None = None, data_root: str | Path | None = None,
@@ -216,41 +224,46 @@ def resolve_split_root(protocol: Protocol, splits_dir: str | Path | None = None,
     With the cache (no ``splits_dir``, no ``HARNESS_SPLITS``), missing or corrupt files are fetched when
     ``fetch`` is true. The files themselves are verified later by :func:`verify_split`.
     """
-    if protocol.dataset == "synthetic":
+    dataset = get_dataset(protocol)
+    if dataset.split_root is not None:
         if data_root is None:
-            raise DataError(f"protocol {protocol.id} uses the synthetic dataset: its split lists live in "
-                            f"<data root>/splits; pass --data-root")
-        root = Path(data_root) / "splits"
+            raise DataError(f"protocol {protocol.id} uses the {dataset.name} dataset: its split lists live with its "
+                            f"data; pass --data-root")
+        root = dataset.split_root(Path(data_root))
         if not root.is_dir():
-            raise DataError(f"split folder {root} of the synthetic dataset does not exist; generate the dataset "
-                            f"first (harness data synthetic) or pass the right --data-root")
+            raise DataError(f"split folder {root} of the {dataset.name} dataset does not exist: {data_root} is not a "
+                            f"complete {dataset.name} root ({dataset.description}); pass the right --data-root")
         return root
     if splits_dir is not None or os.environ.get("HARNESS_SPLITS"):
         root = Path(splits_dir if splits_dir is not None else os.environ["HARNESS_SPLITS"]).expanduser()
         how = "--splits-dir" if splits_dir is not None else "HARNESS_SPLITS"
         if not root.is_dir():
-            raise DataError(f"split folder {root} (from {how}) does not exist; it must be a copy of UniMatch's "
-                            f"splits/ folder (with pascal/ and cityscapes/ inside)")
+            raise DataError(f"split folder {root} (from {how}) does not exist; it must be a copy of the splits/ "
+                            f"folder of {dataset.splits_origin}")
         return root
-    root = default_splits_cache()
+    root = default_splits_cache(dataset.splits_repo[1])
     if fetch:
-        fetch_splits(root, protocol_split_files(protocol))
+        fetch_splits(root, protocol_split_files(protocol), default_url=dataset.splits_url,
+                     origin=dataset.splits_origin)
     return root
 
 
-def _splits_base_url(base_url: str | None) -> str:
-    url = base_url or os.environ.get("HARNESS_SPLITS_URL") or DEFAULT_SPLITS_URL
+def _splits_base_url(base_url: str | None, default_url: str = DEFAULT_SPLITS_URL) -> str:
+    url = base_url or os.environ.get("HARNESS_SPLITS_URL") or default_url
     return url if url.endswith("/") else url + "/"
 
 
-def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | None = None) -> list[Path]:
+def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | None = None,
+                 default_url: str = DEFAULT_SPLITS_URL, origin: str = "") -> list[Path]:
     """Download the split files not already present with the right checksum into ``dest``.
 
-    Each download is verified before it is moved into place (temporary file + ``os.replace``), so
-    ``dest`` never holds a partial or corrupt file. Returns the paths fetched.
+    From ``base_url``, else ``$HARNESS_SPLITS_URL``, else ``default_url`` (the dataset's source repository;
+    ``origin`` names it in errors). Each download is verified before it is moved into place (temporary
+    file + ``os.replace``), so ``dest`` never holds a partial or corrupt file. Returns the paths fetched.
     """
     dest = Path(dest)
-    base = _splits_base_url(base_url)
+    base = _splits_base_url(base_url, default_url)
+    origin = origin or f"github.com/{UNIMATCH_REPO} at {UNIMATCH_COMMIT[:12]}, folder splits/"
     fetched = []
     for f in files:
         target = dest / f.path
@@ -268,8 +281,8 @@ def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | N
             reason = getattr(exc, "reason", exc)
             raise DataError(
                 f"cannot download split file {f.path} from {url}: {reason}. Without network access, pass "
-                f"--splits-dir DIR or set HARNESS_SPLITS=DIR, DIR being a copy of UniMatch's splits/ folder "
-                f"(github.com/{UNIMATCH_REPO}, commit {UNIMATCH_COMMIT})") from None
+                f"--splits-dir DIR or set HARNESS_SPLITS=DIR, DIR being a copy of the splits/ folder of "
+                f"{origin}") from None
         actual = sha256_bytes(data)
         if actual != f.sha256:
             raise DataError(

@@ -75,6 +75,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..hookspecs import hookimpl
+from .registry import Dataset
+from .voc import VOCLayout
 
 SYNTHETIC_VERSION = 3
 SEED_BASE = 20240531  # fixed; part of every per-image seed
@@ -965,6 +968,36 @@ def write_protocol_file(path: str | Path, root: str | Path) -> None:
         return f"{{path: {rel}, sha256: {splits[rel]['sha256']}, count: {splits[rel]['count']}}}"
 
     path.write_text(_SPLIT_ENTRY.sub(sub, path.read_text()))
+
+
+class SyntheticLayout(VOCLayout):
+    """The synthetic dataset's reader: the VOC layout, with how to generate a root that is missing."""
+
+    dataset = "synthetic"
+    env = "HARNESS_DATA_SYNTHETIC"
+
+    def __init__(self, root: str | Path, masks: bool = True):
+        try:
+            super().__init__(root, masks)
+        except DataError as exc:
+            raise DataError(f"{exc}; generate the synthetic dataset with `harness data synthetic` "
+                            f"(python -m harness.data.synthetic --root DIR)") from None
+
+
+def prepare_root(root: Path) -> Path:
+    """A run's root: generated when it has no manifest; a user-made root (other sizes) is taken as is, since the
+    protocol's split checksums decide whether it fits."""
+    return root if (root / "manifest.json").is_file() else ensure_synthetic(root)
+
+
+@hookimpl
+def harness_register_datasets(registry) -> None:
+    registry.add(Dataset(
+        name="synthetic", layout=SyntheticLayout, class_names=tuple(CLASS_NAMES), env=SyntheticLayout.env,
+        default_root=default_root, prepare_root=prepare_root, split_root=split_root,
+        fingerprint=recorded_fingerprint, published=False, order=100,
+        description=f"built-in synthetic set (generated, {NUM_TRAIN:,} train, {NUM_VAL:,} val), "
+                    f"{NUM_CLASSES} classes"))
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..hookspecs import hookimpl
 from .readers import DataLayout
+from .registry import Dataset
 
 VOC_NUM_CLASSES = 21
 VOC_CLASSES: tuple[str, ...] = (
@@ -106,3 +108,10 @@ class VOCLayout(DataLayout):
             hint += (f" {VOC_MASK_DIR_AUG}/{name} exists: remove or rename {VOC_MASK_DIR}/ to read all masks from "
                      f"{VOC_MASK_DIR_AUG}/.")
         return hint
+
+
+@hookimpl
+def harness_register_datasets(registry) -> None:
+    registry.add(Dataset(
+        name="voc", layout=VOCLayout, class_names=VOC_CLASSES, env=VOC_ENV, order=0,
+        description="PASCAL VOC 2012 + SBD (10,582 train_aug, 1,449 val), 21 classes"))

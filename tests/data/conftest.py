@@ -36,6 +36,7 @@ def shared_splits() -> Path:
 def _isolated_env(monkeypatch, tmp_path):
     """No test touches the user's cache or sees a developer's data/split environment variables."""
     for var in ("HARNESS_SPLITS", "HARNESS_SPLITS_URL", "HARNESS_DATA_VOC", "HARNESS_DATA_CITYSCAPES",
-                "HARNESS_DATA_SYNTHETIC"):
+                "HARNESS_DATA_SYNTHETIC",
+                "HARNESS_DATA_ADE20K", "HARNESS_DATA_COCO"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "harness-cache"))

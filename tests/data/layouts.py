@@ -7,6 +7,10 @@ be on ``sys.path``: ``python -m pytest`` or ``pythonpath = ["."]`` in the pytest
   the VOC palette) or ``SegmentationClassAug/``; returns split entries.
 * :func:`write_cityscapes_tree` — ``leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`` +
   ``gtFine/<split>/<city>/<name>_gtFine_labelIds.png`` / ``_gtFine_labelTrainIds.png``.
+* :func:`write_ade20k_tree` — ``images/<split>/<name>.jpg`` + ``annotations/<split>/<name>.png`` (greyscale
+  "L", the official values: 0 = other, 1–150 = classes).
+* :func:`write_coco_tree` — ``train2017/<id>.jpg`` / ``val2017/<id>.jpg`` + ``masks/<id>.png`` (greyscale,
+  0–80 and 255, as UniMatch's masks).
 * :func:`write_split_file`, :func:`make_protocol` — split lists and a matching :class:`Protocol`.
 """
 
@@ -127,6 +131,53 @@ def write_cityscapes_tree(root: str | Path, split: str = "train", names: Sequenc
             save_grey_png(gt_dir / f"{name}_gtFine_labelTrainIds.png", train)
         entries.append((img_rel, f"gtFine/{split}/{city}/{name}_gtFine_labelTrainIds.png"))
     return entries
+
+
+def write_pairs(root: str | Path, entries: Sequence[Entry], masks: dict[str, np.ndarray], size: tuple[int, int],
+                seed: int = 0) -> list[Entry]:
+    """Write each entry's image (JPEG) and mask (greyscale PNG) at the relpaths the entry names.
+
+    ``masks`` maps a mask relpath to its array; other masks get :func:`fake_mask` values 0–20 (+ 255 border).
+    """
+    root = Path(root)
+    for img_rel, mask_rel in entries:
+        rng = _rng(seed, img_rel)
+        mask = masks.get(mask_rel)
+        if mask is None:
+            mask = fake_mask(*size, 21, rng)
+        (root / img_rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image_for_mask(mask, rng)).save(root / img_rel, format="JPEG", quality=90)
+        save_grey_png(root / mask_rel, mask)
+    return list(entries)
+
+
+def write_ade20k_tree(root: str | Path, split: str = "training", n: int = 3, size: tuple[int, int] = (24, 40),
+                      seed: int = 0) -> list[Entry]:
+    """ADE20K entries in the official layout, masks with the official values (0 = other, 1–150)."""
+    prefix = "ADE_train_" if split == "training" else "ADE_val_"
+    entries = []
+    masks = {}
+    for k in range(n):
+        name = f"{prefix}{k + 1:08d}"
+        rng = _rng(seed, name)
+        m = rng.integers(0, 151, size=size, dtype=np.uint8)
+        entry = (f"images/{split}/{name}.jpg", f"annotations/{split}/{name}.png")
+        masks[entry[1]] = m
+        entries.append(entry)
+    return write_pairs(root, entries, masks, size, seed)
+
+
+def write_coco_tree(root: str | Path, split: str = "train2017", ids: Sequence[int] = (9, 25, 30),
+                    size: tuple[int, int] = (24, 40), seed: int = 0) -> list[Entry]:
+    """COCO entries in UniMatch's layout (``<split>/<12 digits>.jpg``, ``masks/<12 digits>.png``), masks 0–80 + 255."""
+    entries, masks = [], {}
+    for i in ids:
+        entry = (f"{split}/{i:012d}.jpg", f"masks/{i:012d}.png")
+        m = _rng(seed, entry[0]).integers(0, 81, size=size, dtype=np.uint8)
+        m[0, :] = 255
+        masks[entry[1]] = m
+        entries.append(entry)
+    return write_pairs(root, entries, masks, size, seed)
 
 
 def write_split_file(path: str | Path, entries: Sequence[Entry], final_newline: bool = True) -> Path:

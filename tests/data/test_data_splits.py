@@ -175,3 +175,30 @@ def test_overlap_names_files_and_entries():
         check_disjoint(lab, unl, ("x/labeled.txt", "x/unlabeled.txt"))
     msg = str(exc.value)
     assert "x/labeled.txt" in msg and "x/unlabeled.txt" in msg and "JPEGImages/b.jpg" in msg and "1 image" in msg
+
+
+def test_ade20k_lists_come_from_unimatch_v2(shared_splits, tmp_path, monkeypatch):
+    """A dataset's lists are fetched from its own source repository into a cache folder of that commit."""
+    import io
+
+    import harness.data.splits as splits_mod
+    from harness.plugins import get_plugin_manager
+
+    proto = get_plugin_manager().protocols.get("ade20k-316")
+    urls = []
+
+    def urlopen(url, timeout):
+        urls.append(url)
+        return io.BytesIO((shared_splits / url.split("/splits/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr(splits_mod.urllib.request, "urlopen", urlopen)
+    root = resolve_split_root(proto)
+    commit = "f6afb4dfca2d9dcbcee2307e97717954ca75c0ba"
+    assert root == tmp_path / "harness-cache" / "splits" / commit
+    assert sorted(urls) == [f"https://raw.githubusercontent.com/LiheYoung/UniMatch-V2/{commit}/splits/ade20k/{rel}"
+                            for rel in ("1_64/labeled.txt", "1_64/unlabeled.txt", "val.txt")]
+    splits = load_protocol_splits(proto, root)
+    assert (len(splits["labeled"]), len(splits["unlabeled"]), len(splits["val"])) == (316, 19894, 2000)
+    (root / "ade20k" / "val.txt").write_bytes(b"images/validation/a.jpg annotations/validation/a.png\n")
+    with pytest.raises(DataError, match=r"not the pinned copy \(github.com/LiheYoung/UniMatch-V2 at f6afb4dfca2d"):
+        load_protocol_splits(proto, root)

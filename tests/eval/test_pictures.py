@@ -4,7 +4,8 @@ import numpy as np
 from PIL import Image
 
 from harness.cli import main
-from harness.pictures import CITYSCAPES_COLORS, palette, pick
+from harness.data.cityscapes import CITYSCAPES_COLORS
+from harness.pictures import palette, pick
 from harness.runner import RunSpec, execute
 
 

@@ -529,3 +529,22 @@ def test_row_labels_order_and_notes_come_from_the_method_plugins(monkeypatch):
         assert len(notes) == 2 and notes[0].startswith("S4MIM (harness interpretation)")
     finally:
         tables._method_meta.cache_clear()
+
+
+def test_unimatch_v2_rows_shown_only_where_the_encoder_matches():
+    """UniMatch V2's rows (README and released logs) carry their encoder: a ResNet-101 column never shows them, a
+    DINOv2-B column with their crop and evaluation shows the README's best and the logs' best and final."""
+    from harness.tables import Column, load_reported, match_reported
+
+    reported = load_reported()
+    resnet = Column("ade20k-316", "ade20k", "ade20k", 316, "whole", "resnet101", 518)
+    matched, near = match_reported(reported, resnet)
+    assert matched.empty  # the only ResNet row (UniMatch V1 in UniMatch V2's README) states no crop or evaluation
+    assert ("UniMatch", "crop not stated; eval mode not stated") in near
+    dino = Column("ade20k-316-dino", "ade20k", "ade20k", 316, "whole_resize14", "dinov2_base", 518)
+    matched, _ = match_reported(reported, dino)
+    v2 = matched[matched.method == "UniMatch V2"].set_index("selection")["miou"].to_dict()
+    assert v2["best-epoch (EMA)"] in {"38.7", "38.70"} and float(v2["final (EMA)"]) == 38.08
+    assert set(matched.method) == {"SupBaseline", "FixMatch", "UniMatch", "UniMatch V2"}
+    coco = Column("coco-232", "coco", "coco-unimatch", 232, "whole", "xception65", 513)
+    assert "UniMatch V2" not in set(match_reported(reported, coco)[0].method)
