@@ -37,7 +37,7 @@ class BuiltinWeights:
 
 BUILTIN_WEIGHTS: dict[str, BuiltinWeights] = {w.name: w for w in (
     BuiltinWeights("shapes-v1", "small-w32-shapes-v1.pth",
-                   "0000000000000000000000000000000000000000000000000000000000000000", "small", 32,
+                   "8c0670580afc4c78d2e680c20c95e2828a8f80ceb258f59f9d1aef85152ee2eb", "small", 32,
                    "small backbone (width 32) pretrained on the built-in shapes-and-textures task, version 1"),
 )}
 
