@@ -71,7 +71,7 @@ def test_missing_file_and_missing_method_are_named(tmp_path):
 
 def test_a_bad_value_names_where_it_came_from(tmp_path):
     f = tmp_path / "run.yaml"
-    f.write_text(f"method: unimatch\nprotocol: synthetic-100\nsettings: {{tau: 2.0, budget: {{iterations: -5}}}}\n")
+    f.write_text("method: unimatch\nprotocol: synthetic-100\nsettings: {tau: 2.0, budget: {iterations: -5}}\n")
     with pytest.raises(ConfigError, match=rf"given by --config {f}"):  # the protocol section
         resolve(_spec(["--config", str(f)]))
     with pytest.raises(ConfigError, match=rf"invalid --config {f} for method 'unimatch'.*tau"):
