@@ -311,6 +311,16 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    from .diagnose import diagnose, render_diagnosis
+
+    rs = _load_results(args.sources)
+    d = diagnose(rs.runs, args.protocol, reference=args.reference, seed=args.seed, tau=args.tau,
+                 methods=args.methods, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device)
+    _emit(render_diagnosis(d, args.format), args.out)
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plots import plot
 
@@ -456,6 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="+", metavar="P", help="only these protocols (shell patterns allowed)")
     p.add_argument("--out", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("diagnose", help="per class: what the supervised run keeps at τ on unlabeled images (right "
+                                        "or wrong) beside each method's IoU change against it")
+    p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST")
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--reference", default="supervised", help="the same-encoder reference method (default supervised)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference run whose checkpoint is evaluated")
+    p.add_argument("--tau", type=float, default=0.95, help="confidence threshold of the pseudo-labels (default 0.95)")
+    p.add_argument("--methods", nargs="+", metavar="M", help="only these methods")
+    p.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    _add_data_args(p)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("plot", help="plots of finished runs (PNG; needs matplotlib, the 'plot' extra)")
     p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST")
