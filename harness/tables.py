@@ -279,6 +279,7 @@ class Cell:
     halfwidth: float = math.nan  # of the 95 % interval: of the mean (--ci) or of Δ (delta view)
     p_value: float = math.nan    # delta view: against the supervised row (paired over seeds when they match)
     paired: bool | None = None
+    compute: Any = None  # --compute: what the cell's runs spent (harness.compute_table.CellCompute)
 
 
 @dataclass
@@ -458,9 +459,11 @@ def _keys(k: str) -> list[str]:
 
 def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, reported: pd.DataFrame | None = None,
                 methods: list[str] | None = None, protocols: list[str] | None = None,
-                show_partial: bool = False, all_reported: bool = False, interval: str = "std") -> Table:
+                show_partial: bool = False, all_reported: bool = False, interval: str = "std",
+                compute: bool = False) -> Table:
     """The methods × protocols table of a result set (see the module docstring for the rules). ``interval``:
-    ``std`` (± sample standard deviation) or ``ci`` (± half-width of the 95 % t interval of the mean)."""
+    ``std`` (± sample standard deviation) or ``ci`` (± half-width of the 95 % t interval of the mean).
+    ``compute``: add what the runs spent (``harness.compute_table``)."""
     from .results import METRIC_COLUMNS
     from .stats import compare, t_halfwidth
 
@@ -671,8 +674,13 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
     for c in columns:
         c.header = c.id + (f" — {BEST_TITLE}" if metric == "best" else "")
     interp = method_notes(r.method for r in rows)
-    return Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
-                 interval=interval, details=details, diagnostics=diagnostics, seeds=mode_n)
+    table = Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
+                  interval=interval, details=details, diagnostics=diagnostics, seeds=mode_n)
+    if compute:
+        from .compute_table import add_compute
+
+        add_compute(table, runs)
+    return table
 
 
 def mark_best(cells: list[Cell], positive_only: bool = False) -> None:
@@ -880,24 +888,43 @@ def render_csv(t: Table) -> str:
                 w.writerow([row.label, row.kind, row.method, row.settings_hash, col.id, _num(c.mean), c.n,
                             c.best, c.text + ("*" if c.best else "")])
         return buf.getvalue()
+    compute = any(c.kind == "compute" for c in t.columns)
     w.writerow(["row", "kind", "method", "settings_hash", "overrides", "protocol", "dataset", "family", "labeled",
                 "metric", "mean", "std", "n", "delta", "ci95_halfwidth", "p_value", "paired", "best", "state", "cell",
-                "note"])
+                "note"] + (COMPUTE_CSV if compute else []))
     metric = "final" if t.metric == "final" else "best_on_val (selected on the evaluation set)"
     for row in t.rows:
         for col in t.columns:
             c = t.cell(row, col)
             if c.state == "empty":
                 continue
+            harness = row.kind == "harness"
+            extra = _compute_csv(c.compute) if compute else []
+            if col.kind == "compute":  # the row's time per run, over all its cells
+                w.writerow([row.label, row.kind, row.method, row.settings_hash, canonical(row.overrides), "compute",
+                            "", "", "", "compute", "", "", c.n or "", "", "", "", "", False, c.state, c.text, ""]
+                           + extra)
+                continue
             d = c.value if (t.delta and c.state == "ok" and row.method not in SUPERVISED_REPORTED
                             and row.method != "supervised") else math.nan
-            w.writerow([row.label, row.kind, row.method, row.settings_hash if row.kind == "harness" else "",
-                        canonical(row.overrides) if row.kind == "harness" else "", col.id, col.dataset, col.family,
-                        col.labeled, metric if row.kind == "harness" else "reported",
+            w.writerow([row.label, row.kind, row.method, row.settings_hash if harness else "",
+                        canonical(row.overrides) if harness else "", col.id, col.dataset, col.family,
+                        col.labeled, metric if harness else "reported",
                         _num(c.mean), _num(c.std), c.n or "", _num(d), _num(c.halfwidth), _num(c.p_value),
                         "" if c.paired is None else c.paired, c.best,
-                        c.state, c.text + ("*" if c.best else ""), c.note])
+                        c.state, c.text + ("*" if c.best else ""), c.note] + extra)
     return buf.getvalue()
+
+
+COMPUTE_CSV = ["hours_per_run", "hours_std", "hours_vs_supervised", "image_passes_per_run",
+               "image_passes_vs_supervised", "peak_memory_gib"]
+
+
+def _compute_csv(cc) -> list[str]:
+    if cc is None:
+        return [""] * len(COMPUTE_CSV)
+    return [_num(cc.hours), _num(cc.hours_std), _num(cc.ratio), _num(cc.passes), _num(cc.passes_ratio),
+            _num(cc.peak_memory_gib)]
 
 
 def _num(x: float) -> str:
