@@ -102,3 +102,14 @@ def test_plot_miou_vs_compute_is_written(costed, tmp_path):
     out = tmp_path / "plots" / "miou-vs-compute.png"
     assert main(["plot", str(costed), "--kind", "miou-vs-compute", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_committed_benchmark_compute_table_is_current(tmp_path):
+    """results/synthetic-benchmark/compute.md is what `harness table --compute` writes from the committed records."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "compute.md"
+    grid = repo / "benchmarks" / "grids" / "synthetic-benchmark.yaml"
+    assert main(["table", str(grid), "--compute", "--format", "markdown", "--out", str(out)]) == 0
+    assert (repo / "results" / "synthetic-benchmark" / "compute.md").read_text() == out.read_text()
