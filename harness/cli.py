@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST")
     p.add_argument("--kind", required=True, choices=["miou-vs-labels", "miou-vs-compute", "curves", "per-class"])
     p.add_argument("--protocol", help="protocol (curves, per-class; required when several are present)")
-    p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels: only these protocols")
+    p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels, miou-vs-compute: only these protocols")
     p.add_argument("--method", action="append", metavar="M",
                    help="only this method (repeatable)")
     p.add_argument("--metric", choices=["final", "best"], default="final")
