@@ -131,3 +131,11 @@ def test_a_failing_wandb_never_ends_the_run(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "plugin 'wandb' failed in harness_run_event('start')" in err and "the run goes on" in err
     assert run_dir not in wandb_logger._runs  # nothing half-started is kept for the run's later events
+
+
+def test_the_package_declares_the_wandb_entry_point_and_extra():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["harness"]["wandb"] == "harness.wandb_logger"
+    assert any(req.startswith("wandb") for req in project["optional-dependencies"]["wandb"])
