@@ -39,7 +39,8 @@ def test_every_kind_of_table_compiles(fake_root, tmp_path, kind):
 
 
 def test_the_structural_check_fails_on_broken_latex():
-    good = "\\begin{table}\n\\begin{tabular}{l rr}\n\\toprule\na & b & c \\\\\n\\bottomrule\n\\end{tabular}\n\\end{table}"
+    good = ("\\begin{table}\n\\begin{tabular}{l rr}\n\\toprule\na & b & c \\\\\n\\bottomrule\n"
+            "\\end{tabular}\n\\end{table}")
     latex_check.structure(good)
     for broken, why in ((good.replace("a & b & c", "a & b"), "cells"),
                         (good.replace("a & b", "\\textbf{a & b"), "unclosed"),
