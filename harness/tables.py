@@ -746,7 +746,7 @@ def _reported_delta(ref_rows: list[Row], columns: list[Column], cells, reported:
 
 
 def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric: str, delta: bool,
-             show_partial: bool, interval: str = "std", seeds: int = 3) -> tuple[list[str], list[str]]:
+             show_partial: bool, interval: str, seeds: int) -> tuple[list[str], list[str]]:
     """(short caption, details): the short one says what a cell is, over how many seeds and what bold means; the
     details, in plain words, say how it was computed and what the column groups hold."""
     spread = "95 % confidence half-width" if interval == "ci" else "std"
