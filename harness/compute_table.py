@@ -90,6 +90,8 @@ def add_compute(table: Table, runs: pd.DataFrame) -> None:
             st = stats.get((row.method, row.settings_hash, col.id))
             if cell is None or st is None or cell.state not in ("ok", "baseline", "partial"):
                 continue
+            if not math.isfinite(st.hours):  # records without a wall time: nothing to add up
+                continue
             sup = _supervised_of(row.overrides, col.id, stats, runs)
             if sup is not None and math.isfinite(sup.hours) and sup.hours > 0:
                 st.ratio = st.hours / sup.hours

@@ -133,6 +133,15 @@ def test_a_failing_wandb_never_ends_the_run(tmp_path, monkeypatch, capsys):
     assert run_dir not in wandb_logger._runs  # nothing half-started is kept for the run's later events
 
 
+def test_the_wandb_run_id_is_one_per_run_directory(tmp_path):
+    """Every start of a run directory (a resume included) logs to the same W&B run; two directories never share."""
+    from harness.wandb_logger import run_id
+
+    a, b = tmp_path / "runs" / "seed0", tmp_path / "runs" / "seed1"
+    assert run_id(a) == run_id(tmp_path / "runs" / ".." / "runs" / "seed0") != run_id(b)
+    assert len(run_id(a)) == 16 and set(run_id(a)) <= set("0123456789abcdef")  # W&B's allowed id characters
+
+
 def test_the_package_declares_the_wandb_entry_point_and_extra():
     import tomllib
 

@@ -92,6 +92,14 @@ def test_records_without_compute_use_wall_time_and_short_runs_are_in_minutes(tmp
     assert _md_row(md, "Supervised")[-1] == "10.0 (1.0×)" and _md_row(md, "iMAS")[-1] == "30.0 (3.0×)"
 
 
+def test_a_row_whose_records_hold_no_time_shows_a_dash(tmp_path):
+    for seed in range(2):
+        write_run(tmp_path, "supervised", "synthetic-100", seed, 50.0, wall_time_s=600.0)
+        write_run(tmp_path, "imas", "synthetic-100", seed, 52.0, wall_time_s=None)
+    md = render(build_table(load_results([tmp_path], warn=False), compute=True), "markdown")
+    assert _md_row(md, "Supervised")[-1] == "10.0 (1.0×)" and _md_row(md, "iMAS")[-1] == "—"
+
+
 def test_compute_does_not_apply_to_the_per_class_table(costed, capsys):
     assert main(["table", str(costed), "--per-class", "voc-92", "--compute"]) != 0
     assert "--compute adds a column to the methods × protocols table" in capsys.readouterr().err
