@@ -49,7 +49,11 @@ class Budget(pydantic.BaseModel):
     lr: float = pydantic.Field(gt=0)
     head_lr_mult: float = pydantic.Field(gt=0)
     weight_decay: float = pydantic.Field(ge=0)
-    momentum: float = pydantic.Field(default=0.9, ge=0, lt=1)
+    optimizer: Literal["sgd", "adamw"] = pydantic.Field(
+        default="sgd", description="sgd: SGD with momentum (the ResNet recipes); adamw: AdamW with betas (UniMatch V2's "
+                                   "DINOv2 recipe); both with two groups, backbone lr and head lr x head_lr_mult")
+    momentum: float = pydantic.Field(default=0.9, ge=0, lt=1, description="SGD momentum (optimizer: sgd)")
+    betas: tuple[float, float] = pydantic.Field(default=(0.9, 0.999), description="AdamW betas (optimizer: adamw)")
     poly_power: float = pydantic.Field(default=0.9, ge=0)
     eval_every: int | None = pydantic.Field(
         default=None, gt=0, description="iterations between evaluations (default: once per epoch-equivalent, ≤ 20 evals)")
@@ -63,6 +67,8 @@ class Budget(pydantic.BaseModel):
     def _one_budget(self):
         if (self.epochs is None) == (self.iterations is None):
             raise ValueError("give exactly one of 'epochs' or 'iterations'")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must both be in [0, 1), got {list(self.betas)}")
         return self
 
 

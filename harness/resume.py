@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 from .errors import HarnessError
 
 __all__ = ["ResumeMismatchError", "comparable", "facts", "check_resume", "start_entry", "config_with_start"]
@@ -38,12 +40,25 @@ class ResumeMismatchError(HarnessError):
     """A checkpoint would be resumed under facts that change the numbers."""
 
 
+def _protocol_settings(protocol: dict[str, Any]) -> dict[str, Any]:
+    """A config.json's protocol as the current schema reads it, without its file path. A setting added to the
+    schema after the run started (e.g. ``budget.optimizer``) then takes its default, which is what the older code
+    did; a document the schema no longer accepts is compared as written."""
+    from .protocols import Protocol
+
+    try:
+        protocol = Protocol.model_validate(protocol).model_dump(mode="json")
+    except pydantic.ValidationError:
+        pass
+    return {k: v for k, v in protocol.items() if k != "source"}
+
+
 def comparable(doc: dict[str, Any]) -> dict[str, Any]:
     """The part of config.json that must match for a run directory to be resumed: the resolved settings (not
     the ``--set`` text, which may spell them differently; not the protocol file's path, which moves with the
     checkout)."""
     return {"method": {k: doc["method"][k] for k in ("name", "config")},
-            "protocol": {k: v for k, v in doc["protocol"].items() if k != "source"},
+            "protocol": _protocol_settings(doc["protocol"]),
             **{k: doc[k] for k in ("seed", "total_steps")}}
 
 
