@@ -106,6 +106,10 @@ class EvalSpec(pydantic.BaseModel):
     stride: int | None = pydantic.Field(default=None, gt=0)
     crop: int | None = pydantic.Field(default=None, gt=0)
     batch_windows: int = pydantic.Field(default=8, gt=0, description="windows per forward in slide mode")
+    resize_multiple: int | None = pydantic.Field(
+        default=None, gt=0, description="whole mode: resize each image (bilinear, corners aligned) so that both "
+                                        "sides are the nearest multiple of this (a ViT's patch size, 14 for DINOv2), "
+                                        "and the logits back to the image's size, as UniMatch V2 evaluates")
     # On a CPU, batching pays for small images only (benchmarks/perf/README.md), so the default is 1 and the
     # synthetic protocols ask for more.
     batch_images: int = pydantic.Field(default=1, gt=0,
@@ -117,12 +121,14 @@ class EvalSpec(pydantic.BaseModel):
             raise ValueError(f"eval mode '{self.mode}' needs 'window' and 'stride'")
         if self.mode == "center_crop" and self.crop is None:
             raise ValueError("eval mode 'center_crop' needs 'crop'")
+        if self.resize_multiple is not None and self.mode != "whole":
+            raise ValueError(f"'resize_multiple' applies to eval mode 'whole' only, not '{self.mode}'")
         return self
 
     @property
     def name(self) -> str:
         if self.mode == "whole":
-            return "whole"
+            return "whole" if self.resize_multiple is None else f"whole_resize{self.resize_multiple}"
         if self.mode == "center_crop":
             return f"center_crop_{self.crop}"
         return f"{self.mode.replace('slide', 'slide' + str(self.window))}"

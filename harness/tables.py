@@ -205,6 +205,9 @@ def eval_label(mode: str) -> str:
     m = re.fullmatch(r"slide(\d+)(_truncated)?", mode)
     if m:
         return f"sliding window {m.group(1)}" + (" (border windows truncated)" if m.group(2) else "")
+    m = re.fullmatch(r"whole_resize(\d+)", mode)
+    if m:
+        return f"whole image resized to multiples of {m.group(1)}"
     return mode.replace("_", " ")
 
 
