@@ -114,6 +114,11 @@ class UniMatchV2(Method):
         x_s2 = normalize(unimatch_strong(unlabeled.raw))
         box1 = unimatch_cutmix_boxes(B, (H, W), self.config.cutmix_p, device=dev)
         box2 = unimatch_cutmix_boxes(B, (H, W), self.config.cutmix_p, device=dev)
+        return self.paste(x_s1, x_s2, box1, box2)
+
+    @staticmethod
+    def paste(x_s1: torch.Tensor, x_s2: torch.Tensor, box1: torch.Tensor, box2: torch.Tensor) -> UniMatchV2Views:
+        """The views of a step from drawn strong views and boxes: each box filled from the reversed batch."""
         return UniMatchV2Views(reversed_partner(x_s1, box1), reversed_partner(x_s2, box2), box1, box2)
 
     def step_from_views(self, labeled: Batch, unlabeled: Batch, views: UniMatchV2Views) -> StepOutput:
