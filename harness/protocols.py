@@ -74,7 +74,11 @@ class Budget(pydantic.BaseModel):
 
 class ModelSpec(pydantic.BaseModel):
     model_config = _STRICT
-    backbone: Literal["resnet50", "resnet101", "small"]
+    # A registered encoder's name (harness_register_encoders; `harness list encoders`). Checked where the model is
+    # built or the run resolved, not here: a protocol file stays listable when the plugin of its encoder is missing.
+    backbone: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description=(
+        "the encoder (`harness list encoders`): resnet50, resnet101, small (DeepLabV3+); dinov2_small, dinov2_base, "
+        "dinov2_large, vit_tiny (UniMatch V2's DPT head); or a plugin's"))
     output_stride: Literal[8, 16] = 16
     deep_stem: bool = True
     pretrained: bool = True
@@ -82,7 +86,9 @@ class ModelSpec(pydantic.BaseModel):
         default="imagenet", description="which pretrained weights (with pretrained: true): 'imagenet' = ImageNet "
                                         "files from HARNESS_PRETRAINED_DIR or the torchvision cache; a built-in name "
                                         "(harness.models.builtin_weights, e.g. 'shapes-v1') = weights shipped with "
-                                        "the harness, checked by SHA-256")
+                                        "the harness, checked by SHA-256. ViT encoders: 'imagenet' = "
+                                        "their published (DINOv2) weights from HARNESS_PRETRAINED_DIR, or the "
+                                        "path of a weights file (official .pth, timm or Hugging Face safetensors)")
     width: int = pydantic.Field(default=32, gt=0, description="base channel width of the 'small' backbone")
     blocks: int = pydantic.Field(default=1, gt=0, description="residual blocks per stage of the 'small' backbone")
     decoder_channels: int = pydantic.Field(default=256, gt=0)
@@ -97,6 +103,9 @@ class ModelSpec(pydantic.BaseModel):
         default=False, description="auxiliary head on layer3 (3x3 conv, BN, ReLU, 1x1 conv) trained with the "
                                    "supervised loss on labeled images, as the official iMAS Cityscapes recipe")
     aux_weight: float = pydantic.Field(default=0.4, ge=0, description="weight of the auxiliary head's supervised loss")
+    freeze_backbone: bool = pydantic.Field(
+        default=False, description="freeze the encoder (no gradients, not optimised; BatchNorm statistics kept), as "
+                                   "UniMatch V2's lock_backbone for small GPUs; only the decoder trains")
 
 
 class EvalSpec(pydantic.BaseModel):

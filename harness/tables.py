@@ -212,7 +212,11 @@ def eval_label(mode: str) -> str:
 
 
 def backbone_label(b: str) -> str:
-    return {"resnet101": "ResNet-101", "resnet50": "ResNet-50", "small": "small CPU backbone"}.get(b, b)
+    """The encoder's table label (``Encoder.label``); the name itself when no installed plugin registers it."""
+    from .models.encoders import registry
+
+    encoders = registry()
+    return encoders.get(b).display if b in encoders else b
 
 
 def dataset_order() -> list[str]:
