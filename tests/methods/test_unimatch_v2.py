@@ -15,10 +15,6 @@ from methods.unimatch_v2 import UniMatchV2, UniMatchV2Config, combine_losses, re
 from tests.methods.helpers import S
 from tests.methods.test_unimatch import batches, make_context, make_model, unimatch_sums
 
-# Until the model interface with comp_drop (branch vit) is merged; removed with the merge.
-_HAS_COMP_DROP = "comp_drop" in __import__("inspect").signature(make_model().forward).parameters
-needs_comp_drop = pytest.mark.skipif(not _HAS_COMP_DROP, reason="the model has no comp_drop yet (branch vit)")
-
 
 def test_config_defaults_are_the_official_ones():
     c = UniMatchV2.Config()
@@ -51,7 +47,7 @@ def test_loss_weighting():
     assert float(combine_losses(lx, l1, l2, cfg)) == pytest.approx((0.5 * 0.8 + 2.0 * 0.4) / 2)
 
 
-@pytest.mark.parametrize("comp_drop", [False, pytest.param(True, marks=needs_comp_drop)])
+@pytest.mark.parametrize("comp_drop", [False, True])
 def test_step_equals_the_official_step_by_hand(comp_drop):
     """unimatch_v2.py: teacher (eval, no grad) on x_w; strong views pasted from the reversed batch; z_l from its own
     forward; z_s1, z_s2 from one forward with complementary dropout; L = (L_x + (L_s1 + L_s2)/2)/2."""
@@ -97,7 +93,6 @@ def test_step_equals_the_official_step_by_hand(comp_drop):
     assert all(p.grad is None for p in method.teacher.module.parameters())
 
 
-@needs_comp_drop
 def test_complementary_dropout_changes_the_strong_logits_only():
     """With comp_drop the strong views' logits differ from a plain forward's; L_x does not."""
     labeled, unlabeled = batches()
