@@ -51,10 +51,13 @@ def test_every_split_and_encoder_has_a_protocol_at_the_official_settings(uv2):
                     assert b.batch_unlabeled == batch
                     assert {m: s["tau"] for m, s in p.method_settings.items()} == {
                         "fixmatch": 0.95, "unimatch": 0.95, "unimatch_v2": 0.95}
-    # what remains: the labeled-only ADE20K runs on every train image
-    assert ids == {"ade20k-uv2-dinov2s-full", "ade20k-uv2-dinov2b-full"}
+    # what remains: the labeled-only runs on every train image (upstream's supervised.py budgets)
+    assert ids == {f"{d}-uv2-{e}-full" for d in ("voc", "ade20k") for e in ENCODERS}
     full = uv2.get("ade20k-uv2-dinov2b-full")
     assert full.labeled_count == 20_210 and full.budget.epochs == 120 and full.budget.batch_labeled == 16
+    voc = uv2.get("voc-uv2-dinov2s-full")
+    assert voc.labeled_count == 10_582 and voc.family == "voc-blended" and voc.splits.unlabeled is None
+    assert voc.total_iterations == 60 * (10_582 // 32) and voc.budget.batch_labeled == 32
     cs = uv2.get("cityscapes-uv2-dinov2b-186")
     assert (cs.eval.window, cs.eval.stride) == (798, int(798 * 2 / 3))
     assert (cs.supervised_loss.thresh, cs.supervised_loss.min_kept, cs.supervised_loss.group) == (0.7, 200_000, 2)
@@ -82,7 +85,8 @@ def test_released_numbers_appear_in_the_columns_of_these_protocols(uv2):
                                 ("voc-uv2-dinov2s-1464", "UniMatch V2", "voc-classic"),
                                 ("cityscapes-uv2-dinov2b-186", "UniMatch V2", "cityscapes"),
                                 ("ade20k-uv2-dinov2b-631", "FixMatch", "ade20k"),
-                                ("coco-uv2-dinov2s-232", "SupBaseline", "coco-unimatch")]:
+                                ("coco-uv2-dinov2s-232", "SupBaseline", "coco-unimatch"),
+                                ("voc-uv2-dinov2b-full", "SupBaseline", "voc-blended")]:
         p = uv2.get(pid)
         assert p.family == family
         col = Column(pid, p.dataset, p.family, p.labeled_count, p.eval.name, p.model.backbone, p.crop_size)

@@ -23,7 +23,7 @@ UV2 = {
     "unimatch-v2-voc": (SEMI, [f"voc-uv2-{e}-{n}" for e in ENC for n in (92, 183, 366, 732, 1464)]),
     "unimatch-v2-cityscapes": (SEMI, [f"cityscapes-uv2-{e}-{n}" for e in ENC for n in (186, 372, 744, 1488)]),
     "unimatch-v2-ade20k": (SEMI, [f"ade20k-uv2-{e}-{n}" for e in ENC for n in (316, 631, 1263, 2526, 5052, 10105)]),
-    "unimatch-v2-labeled-only": (["supervised"], [f"ade20k-uv2-{e}-full" for e in ENC]
+    "unimatch-v2-labeled-only": (["supervised"], [f"{d}-uv2-{e}-full" for d in ("voc", "ade20k") for e in ENC]
                                  + [f"coco-uv2-{e}-{n}" for e in ENC for n in (232, 463, 925, 1849, 3697)]),
 }
 
