@@ -138,3 +138,40 @@ def test_registered_through_the_hook():
     registry = MethodRegistry()
     plugin.harness_register_methods(registry=registry)
     assert registry.get("unimatch_v2").cls is UniMatchV2
+
+
+def test_complementary_pairs_are_the_two_views_of_one_image(monkeypatch):
+    """The comp_drop forward gets concat(x_s1, x_s2), so the model's complementary rows i and i + B are the two strong
+    views of image i; with the model's masks, the features of those two rows are scaled by complementary masks
+    (m_i + m_{i+B} = 2 per channel: one view keeps what the other drops, or both keep all)."""
+    import harness.models.deeplab as deeplab
+    from harness.models import comp_drop
+
+    labeled, unlabeled = batches()
+    model = make_model()
+    method = UniMatchV2(model, UniMatchV2.Config(), make_context())
+    calls, masks = [], []
+    forward = model.forward
+    draw = comp_drop.complementary_masks
+
+    def spy_forward(x, **kw):
+        calls.append((x.detach().clone(), kw))
+        return forward(x, **kw)
+
+    def spy_masks(*a, **kw):
+        masks.append(draw(*a, **kw))
+        return masks[-1]
+
+    monkeypatch.setattr(model, "forward", spy_forward)
+    monkeypatch.setattr(deeplab, "complementary_masks", spy_masks)
+    torch.manual_seed(5)
+    views = method.make_views(unlabeled)
+    torch.manual_seed(5)
+    method.training_step(labeled, unlabeled, 0)
+    (strong, kw), = [(x, kw) for x, kw in calls if kw.get("comp_drop")]
+    assert torch.equal(strong, torch.cat([views.x_s1, views.x_s2]))
+    B = len(unlabeled)
+    assert masks and all(m.shape[0] == 2 * B for m in masks)
+    for m in masks:
+        assert torch.equal(m[:B] + m[B:], torch.full_like(m[:B], 2.0))
+        assert set(m.unique().tolist()) <= {0.0, 1.0, 2.0}
