@@ -87,3 +87,29 @@ def test_third_party_encoder_is_listed_built_and_trained(with_toy, tiny_benchmar
         (run,) = (tmp_path / "r" / "tiny-8" / method).glob("*/seed0")
         rec = records.read_json(run / "record.json")
         assert rec["status"] == "finished" and rec["pretrained_source"] == "random (toy_convnet has no weights)"
+
+
+def test_the_documented_encoder_plugin_works(monkeypatch):
+    """The code block of docs/extending.md (Encoders), run as a plugin module."""
+    import re
+    import sys
+    import types
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "extending.md").read_text()
+    section = doc[doc.index("## Encoders"):doc.index("## Building blocks")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    module = types.ModuleType("doc_encoder_plugin")
+    exec(compile(code, "docs/extending.md", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, "doc_encoder_plugin", module)
+    monkeypatch.setattr(plugins, "BUILTIN_ENCODER_MODULES", plugins.BUILTIN_ENCODER_MODULES + ("doc_encoder_plugin",))
+    plugins.get_plugin_manager.cache_clear()
+    try:
+        pm = plugins.get_plugin_manager()
+        assert not pm.failures and pm.encoders.owner("toy_convnet") == "doc_encoder_plugin"
+        model = build_model(ModelSpec(backbone="toy_convnet", width=4, pretrained=False), 3)
+        x = torch.randn(2, 3, 20, 20)
+        assert model(x).shape == (2, 3, 20, 20) and model.features(x)[1].shape == (2, 4, 5, 5)
+        assert [t.shape for t in model(x, need_fp=True)] == [(2, 3, 20, 20)] * 2
+    finally:
+        plugins.get_plugin_manager.cache_clear()
