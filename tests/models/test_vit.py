@@ -169,7 +169,7 @@ def test_each_format_loads_the_same_weights(fmt, suffix, tmp_path):
     source = load_vit_weights(vit, "vit_tiny", str(path))
     _assert_loaded(vit, ref)
     expected = {"timm": "timm", "official": "official", "unimatch-checkpoint": "official"}.get(fmt, "huggingface")
-    assert source.startswith(f"{expected}: {path} (sha256 ")
+    assert source.startswith(f"file ({expected} format): {path} (sha256 ")
 
 
 def test_format_detection():
@@ -225,5 +225,15 @@ def test_missing_weights_are_refused_when_the_run_is_resolved(tmp_path, monkeypa
     torch.save(official_state(_reference()), tmp_path / "vit_tiny.pth")
     check_vit_weights(ModelSpec(backbone="vit_tiny"), "p-1")  # found in HARNESS_PRETRAINED_DIR
     model = build_model(ModelSpec(backbone="vit_tiny"), K)
-    assert model.pretrained_source.startswith(f"official: {tmp_path / 'vit_tiny.pth'}")
+    assert model.pretrained_source.startswith(f"file (official format): {tmp_path / 'vit_tiny.pth'}")
     _assert_loaded(model.backbone, _reference())
+
+
+def test_records_name_the_regime_of_vit_weights(tmp_path):
+    from harness.results import regime_of
+
+    path = tmp_path / "w.pth"
+    torch.save(official_state(_reference()), path)
+    assert regime_of(load_vit_weights(_reference(1), "vit_tiny", str(path))) == "pretrained (file)"
+    assert regime_of("dinov2 (official format): /w/dinov2_vitb14_pretrain.pth (sha256 0123456789ab)") == \
+        "pretrained (DINOv2)"
