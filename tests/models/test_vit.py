@@ -237,3 +237,23 @@ def test_records_name_the_regime_of_vit_weights(tmp_path):
     assert regime_of(load_vit_weights(_reference(1), "vit_tiny", str(path))) == "pretrained (file)"
     assert regime_of("dinov2 (official format): /w/dinov2_vitb14_pretrain.pth (sha256 0123456789ab)") == \
         "pretrained (DINOv2)"
+
+
+# Printed by UniMatch V2's training script at start-up (its released logs, training-logs/ at the pinned commit):
+# table01-pascal_unimatch_v2_92labels_dinov2_{small,base}.log (21 classes) and
+# table08-ade20k_unimatch_v2_1_16labels_dinov2_large.log (150 classes; only the total is printed there).
+OFFICIAL_PARAMS_M = [("dinov2_small", 21, 24.8, 22.1, 2.7), ("dinov2_base", 21, 97.5, 86.6, 10.9),
+                     ("dinov2_large", 150, 335.6, None, None)]
+
+
+@pytest.mark.parametrize("name, classes, total, encoder, decoder", OFFICIAL_PARAMS_M,
+                         ids=[r[0] for r in OFFICIAL_PARAMS_M])
+def test_parameter_counts_are_those_of_the_official_logs(name, classes, total, encoder, decoder):
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(ModelSpec(backbone=name, pretrained=False), classes)
+    # the official encoder also holds DINOv2's mask token (one embedding), which the harness's does not
+    enc = sum(p.numel() for p in model.backbone.parameters()) + VIT_CONFIGS[name].embed_dim
+    dec = sum(p.numel() for p in model.head.parameters())
+    assert round((enc + dec) / 1e6, 1) == total
+    if encoder is not None:
+        assert (round(enc / 1e6, 1), round(dec / 1e6, 1)) == (encoder, decoder)
