@@ -71,6 +71,11 @@ def test_comp_drop_forward_is_the_head_on_masked_layers():
     assert not torch.allclose(out, model(x), atol=1e-3)
 
 
+def test_deeplab_only_options_are_refused_on_a_vit():
+    with pytest.raises(ConfigError, match="model.aux_head is an option of the DeepLabV3\\+ encoders"):
+        tiny(aux_head=True)
+
+
 # --- frozen encoder ----------------------------------------------------------------------------------
 
 
