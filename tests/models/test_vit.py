@@ -55,18 +55,28 @@ def test_comp_drop_masks_are_complementary_and_keep_half_the_pairs():
     assert ((first[~untouched] == 0) | (first[~untouched] == 2)).all()
     with pytest.raises(ValueError, match="even batch"):
         complementary_masks(3, 8)
+    torch.manual_seed(3)
+    c1, c4 = complementary_masks(8, (16, 64))  # DeepLabV3+: two widths, the same pairs left unperturbed
+    assert torch.equal((c1[:4] == 1).all(dim=1), (c4[:4] == 1).all(dim=1))
+    assert torch.equal(c1 + c1.roll(4, dims=0), torch.full_like(c1, 2.0))
 
 
-def test_comp_drop_forward_is_the_head_on_masked_layers():
+@pytest.mark.parametrize("backbone", ["vit_tiny", "small"])
+def test_comp_drop_forward_is_the_decoder_on_masked_features(backbone):
+    """ViT: one mask shared by the four layers (their width is the encoder's); DeepLabV3+: one per width."""
     torch.manual_seed(1)
-    model = tiny().eval()
+    kw = {"width": 8, "decoder_channels": 16, "deep_stem": False} if backbone == "small" else {}
+    model = build_model(ModelSpec(backbone=backbone, pretrained=False, **kw), K).eval()
     x = torch.randn(4, 3, 48, 48)
     torch.manual_seed(5)
     out = model(x, comp_drop=True)
+    feats = model.encode(x)
     torch.manual_seed(5)
-    masks = complementary_masks(4, 64)
-    feats = [f * masks[:, :, None, None] for f in model.encode(x)]
-    expected = model.decode(*feats, size=(48, 48))[0]
+    if backbone == "vit_tiny":
+        masks = [complementary_masks(4, 64)] * 4
+    else:
+        masks = complementary_masks(4, [f.shape[1] for f in feats])
+    expected = model.decode(*[f * m[:, :, None, None] for f, m in zip(feats, masks)], size=(48, 48))[0]
     assert torch.allclose(out, expected, atol=1e-5)
     assert not torch.allclose(out, model(x), atol=1e-3)
 
