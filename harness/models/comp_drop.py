@@ -19,17 +19,25 @@ __all__ = ["complementary_masks", "apply_channel_masks"]
 DROP_PROB = 0.5
 
 
-def complementary_masks(batch: int, channels: int, drop_prob: float = DROP_PROB) -> torch.Tensor:
-    """``batch``×``channels`` multipliers (0, 1 or 2): rows ``i`` and ``i + batch/2`` are complementary."""
+def complementary_masks(batch: int, channels, drop_prob: float = DROP_PROB):
+    """``batch``×``channels`` multipliers (0, 1 or 2): rows ``i`` and ``i + batch/2`` are complementary.
+
+    ``channels`` a sequence (feature maps of different widths, DeepLabV3+'s c1 and c4): one mask per width, the
+    same pairs left unperturbed in all of them (a pair is perturbed or not, as with the ViT's shared mask)."""
     if batch % 2:
         raise ValueError(f"complementary dropout needs an even batch (two halves of paired views), got {batch}")
+    widths = [channels] if isinstance(channels, int) else list(channels)
     half = batch // 2
-    first = torch.distributions.Binomial(probs=torch.tensor(0.5)).sample((half, channels)) * 2.0
-    second = 2.0 - first
+    binomial = torch.distributions.Binomial(probs=torch.tensor(0.5))
+    firsts = [binomial.sample((half, c)) * 2.0 for c in widths]
     kept = torch.randperm(half)[:int(half * (1 - drop_prob))]
-    first[kept, :] = 1.0
-    second[kept, :] = 1.0
-    return torch.cat((first, second))
+    masks = []
+    for first in firsts:
+        second = 2.0 - first
+        first[kept, :] = 1.0
+        second[kept, :] = 1.0
+        masks.append(torch.cat((first, second)))
+    return masks[0] if isinstance(channels, int) else masks
 
 
 def apply_channel_masks(features: tuple[torch.Tensor, ...], masks: torch.Tensor | list[torch.Tensor],

@@ -110,7 +110,8 @@ class DeepLabV3Plus(SegmentationModel):
     ``forward(x, need_fp=False, comp_drop=False)`` → logits B×K×H×W (input size), or ``(logits, logits_fp)`` with
     need_fp. ``encode(x)`` → ``(c1, c4)``; ``decode(c1, c4, size)`` → ``(logits, fuse)``; ``features(x)`` →
     ``(logits, fuse)`` with ``fuse`` the D-channel stride-4 decoder feature (``feature_channels`` = D).
-    ``comp_drop`` gives c1 and c4 complementary channel masks of their own (:mod:`harness.models.comp_drop`).
+    ``comp_drop`` gives c1 and c4 complementary channel masks of their own widths, the same pairs left unperturbed
+    in both (:mod:`harness.models.comp_drop`).
     With ``aux_head``, a training-mode ``forward`` also computes the aux logits (see :func:`aux_logits_of`).
     """
 
@@ -167,7 +168,7 @@ class DeepLabV3Plus(SegmentationModel):
             c1 = torch.cat([c1, F.dropout2d(c1, 0.5, training=True)])
             c4 = torch.cat([c4, F.dropout2d(c4, 0.5, training=True)])
         elif comp_drop:
-            c1, c4 = apply_channel_masks((c1, c4), [complementary_masks(len(x), c.shape[1]) for c in (c1, c4)])
+            c1, c4 = apply_channel_masks((c1, c4), complementary_masks(len(x), (c1.shape[1], c4.shape[1])))
         logits = self.decode(c1, c4, size)[0]
         if with_aux:  # rows 0..len(x)-1 (the clean images) get aux logits
             setattr(logits, _AUX_ATTR, self.aux(c3))

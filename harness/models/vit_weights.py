@@ -169,7 +169,8 @@ def _describe(encoder) -> str:
 
 
 def load_vit_weights(encoder, name: str, weights: str, path: Path | None = None) -> str:
-    """Load the weights of encoder ``name`` into ``encoder`` (a DINOv2ViT); return the ``pretrained_source``."""
+    """Load the weights of encoder ``name`` into ``encoder`` (a DINOv2ViT); return the ``pretrained_source``:
+    ``dinov2 (<format> format): <file> (sha256 …)`` for the DINOv2 encoders, ``file (…)`` for others."""
     if path is None:
         path, looked = find_weight_file(name, weights)
         if path is None:
@@ -194,7 +195,8 @@ def load_vit_weights(encoder, name: str, weights: str, path: Path | None = None)
         raise ConfigError(f"encoder weights file {path} ({fmt} format) does not fit encoder {name}, "
                           f"{_describe(encoder)}: {detail}. Is it the file of another model size?")
     encoder.load_state_dict(state, strict=True)
-    return f"{fmt}: {path} (sha256 {sha256_of(path)[:12]})"
+    kind = "dinov2" if name.startswith("dinov2") else "file"  # what results.regime_of reads
+    return f"{kind} ({fmt} format): {path} (sha256 {sha256_of(path)[:12]})"
 
 
 def _missing_message(name: str, weights: str, looked: list[str], protocol: str | None) -> str:
