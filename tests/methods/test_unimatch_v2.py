@@ -159,8 +159,9 @@ def test_complementary_pairs_are_the_two_views_of_one_image(monkeypatch):
         return forward(x, **kw)
 
     def spy_masks(*a, **kw):
-        masks.append(draw(*a, **kw))
-        return masks[-1]
+        out = draw(*a, **kw)  # one mask, or one per feature width (DeepLabV3+'s c1 and c4)
+        masks.extend([out] if isinstance(out, torch.Tensor) else out)
+        return out
 
     monkeypatch.setattr(model, "forward", spy_forward)
     monkeypatch.setattr(deeplab, "complementary_masks", spy_masks)
