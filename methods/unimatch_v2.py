@@ -30,6 +30,10 @@ processes as upstream's GPUs (``--nproc 4``) both are per share, as upstream. Th
 copied, not averaged (``EMATeacher``; DINOv2 and the DPT head have none). The strong views are the harness's
 batched tensor reimplementation of the torchvision PIL transforms (see ``benchmarks/conformance/README.md``).
 
+The module also registers ``fixmatch_v2``, FixMatch as the same repository runs it (``fixmatch.py``, the baseline
+of its tables): the same teacher, CutMix source and EMA, one strong view, no complementary dropout, one joint
+forward of labeled and strong images, ``L = (L_x + L_s)/2``.
+
 Cost per step (B_l = B_u = B; ``supervised`` = 1 pass on B images with gradient): the teacher's no-grad pass on
 B images, the student's pass on B labeled and 2B strong images, i.e. 4× the supervised image-passes, 3× of them
 with gradient.
@@ -48,7 +52,8 @@ from harness.method import Batch, Method, MethodConfig, StepOutput
 from methods.components.ema import EMATeacher, mean_teacher_decay
 from methods.components.losses import unimatch_unsup_loss
 
-__all__ = ["UniMatchV2", "UniMatchV2Config", "UniMatchV2Views", "reversed_partner", "combine_losses"]
+__all__ = ["UniMatchV2", "UniMatchV2Config", "UniMatchV2Views", "FixMatchV2", "FixMatchV2Config", "reversed_partner",
+           "combine_losses"]
 
 
 class UniMatchV2Config(MethodConfig):
@@ -167,6 +172,50 @@ class UniMatchV2(Method):
         self.teacher.load_state_dict(state["teacher"])
 
 
+class FixMatchV2Config(MethodConfig):
+    tau: float = pydantic.Field(0.95, ge=0.0, le=1.0, description="confidence threshold (0.95 on every dataset)")
+    cutmix_p: float = pydantic.Field(0.5, ge=0.0, le=1.0, description="probability of a CutMix box")
+    ema_decay: float = pydantic.Field(0.996, ge=0.0, le=1.0, description="cap of the teacher's EMA decay")
+    weight_x: float = pydantic.Field(1.0, ge=0.0, description="weight of L_x inside (…)/2")
+    weight_u: float = pydantic.Field(1.0, ge=0.0, description="weight of L_s inside (…)/2")
+
+
+class FixMatchV2(UniMatchV2):
+    """FixMatch as the UniMatch V2 repository runs it (``fixmatch.py``, its Table 5 baseline): UniMatch V2's EMA
+    teacher, reversed-batch CutMix and EMA update, with one strong view, no complementary dropout, and one joint
+    forward of ``concat(x_l, x_s)``; ``L = (w_x·L_x + w_u·L_s) / 2``. Random draws: the strong view, its box.
+    (``fixmatch`` is the UniMatch repository's FixMatch: no teacher, a second crop as the CutMix source.)"""
+
+    name = "fixmatch_v2"
+    display_name = "FixMatch (UniMatch V2 code)"
+    table_order = 21
+    description = ("FixMatch as in the UniMatch V2 repository: EMA-teacher pseudo-labels, one strong view with "
+                   "reversed-batch CutMix, L = (L_x + L_s)/2")
+    Config = FixMatchV2Config
+
+    def training_step(self, labeled: Batch, unlabeled: Batch | None, step: int) -> StepOutput:
+        if unlabeled is None:
+            raise ValueError(f"{self.name} needs an unlabeled batch")
+        B, _, H, W = unlabeled.image.shape
+        x_s = normalize(unimatch_strong(unlabeled.raw))
+        box = unimatch_cutmix_boxes(B, (H, W), self.config.cutmix_p, device=unlabeled.image.device)
+        return self.step_from_view(labeled, unlabeled, reversed_partner(x_s, box), box)
+
+    def step_from_view(self, labeled: Batch, unlabeled: Batch, x_s: torch.Tensor, box: torch.Tensor) -> StepOutput:
+        """The step on a given pasted strong view and its box (the conformance tests substitute the official ones)."""
+        cfg = self.config
+        pseudo, conf = _max_argmax(self.teacher(unlabeled.image))
+        valid = unlabeled.valid.bool()
+        z_l, z_s = self.model(torch.cat([labeled.image, x_s])).split([len(labeled), len(unlabeled)])
+        loss_x = self.context.supervised_loss(z_l, labeled.label)
+        loss_s = unimatch_unsup_loss(z_s, reversed_partner(pseudo, box), reversed_partner(conf, box),
+                                     reversed_partner(valid, box), cfg.tau)
+        loss = (cfg.weight_x * loss_x + cfg.weight_u * loss_s) / 2
+        mask_ratio = ((conf >= cfg.tau) & valid).sum() / valid.sum().clamp(min=1)
+        return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_s": loss_s.detach(), "mask_ratio": mask_ratio})
+
+
 @hookimpl
 def harness_register_methods(registry):
     registry.add(UniMatchV2)
+    registry.add(FixMatchV2)

@@ -21,7 +21,7 @@ from harness.engine import build_optimizer
 from harness.method import Batch
 from harness.models import build_model
 from harness.protocols import ModelSpec
-from methods.unimatch_v2 import UniMatchV2
+from methods.unimatch_v2 import FixMatchV2, UniMatchV2, reversed_partner
 from harness.augment import normalize, unimatch_cutmix_boxes
 from tests.conformance.cases import (GOLDEN_DIR, STEP_CLASSES, STEP_SIZE, TINY, context, fingerprint, gen,  # noqa: F401
                                      raw_images, seeded_state, summary)
@@ -34,6 +34,17 @@ MODELS = {
     "deeplab_tiny": TINY.model_dump(),  # BatchNorm: the separate labeled forward matters for the running statistics
     "vit_tiny": {"backbone": "vit_tiny", "pretrained": False},
 }
+
+
+# fixmatch.py (UniMatch V2's FixMatch): the first strong view and its box, on both networks
+FIXMATCH_CASES = [
+    {"name": "fixmatch_deeplab_tau_0.5", "model": "deeplab_tiny", "seed": 41, "tau": 0.5, "n_u": 3, "iters": 5,
+     "dropout_seed": 5, "fixmatch": True},
+    # iters 0 (the teacher becomes the student): at α = 2/3 the ViT's LayerNorm weights (≈ 1) move by ~1e-5, and
+    # the two float32 orders of α·T + (1 − α)·S differ there by one rounding step, 1e-2 of that change
+    {"name": "fixmatch_vit_tau_0.295", "model": "vit_tiny", "seed": 42, "tau": 0.295, "n_u": 4, "iters": 0,
+     "dropout_seed": 6, "fixmatch": True},
+]
 
 
 def model_spec(case: dict) -> ModelSpec:
@@ -111,23 +122,27 @@ def outputs(losses: dict, grads: dict, student: torch.nn.Module, student_before:
 
 
 def harness_step(case: dict) -> dict:
-    """``UniMatchV2.step_from_views`` on the case's strong views and boxes (pasted by ``UniMatchV2.paste``),
-    backward, the harness's AdamW (``build_optimizer``, kind 'adamw') and ``after_step(iters)``."""
+    """``UniMatchV2.step_from_views`` on the case's strong views and boxes (pasted by ``UniMatchV2.paste``), or
+    ``FixMatchV2.step_from_view`` on the first of them, backward, the harness's AdamW (``build_optimizer``, kind
+    'adamw') and ``after_step(iters)``."""
     inp = step_inputs(case)
     student, teacher = model_pair(case)
     fp = fingerprint(inp, student.state_dict(), teacher.state_dict())
-    method = UniMatchV2(student, UniMatchV2.Config(tau=case["tau"]),
-                        context(STEP_CLASSES, STEP_SIZE, spec=model_spec(case)))
+    cls = FixMatchV2 if case.get("fixmatch") else UniMatchV2
+    method = cls(student, cls.Config(tau=case["tau"]), context(STEP_CLASSES, STEP_SIZE, spec=model_spec(case)))
     method.teacher.module.load_state_dict(teacher.state_dict())
     n = case["n_u"]
     raw = torch.zeros(n, 3, STEP_SIZE, STEP_SIZE, dtype=torch.uint8)  # never read: the strong views are given
     labeled = Batch(raw=raw[:2], image=inp["img_x"], valid=inp["mask_x"] != 255, label=inp["mask_x"])
     unlabeled = Batch(raw=raw, image=inp["img_u_w"], valid=inp["ignore_mask"] != 255)
-    views = method.paste(inp["img_u_s1"], inp["img_u_s2"], inp["cutmix_box1"].bool(), inp["cutmix_box2"].bool())
+    box1, box2 = inp["cutmix_box1"].bool(), inp["cutmix_box2"].bool()
     optimizer = build_optimizer(student, method, LR, LR_MULTI, 0.9, WEIGHT_DECAY, kind="adamw")
     student_before, teacher_before = snapshot(student), snapshot(method.teacher.module)
     torch.manual_seed(case["dropout_seed"])
-    out = method.step_from_views(labeled, unlabeled, views)
+    if case.get("fixmatch"):
+        out = method.step_from_view(labeled, unlabeled, reversed_partner(inp["img_u_s1"], box1), box1)
+    else:
+        out = method.step_from_views(labeled, unlabeled, method.paste(inp["img_u_s1"], inp["img_u_s2"], box1, box2))
     optimizer.zero_grad()
     out.loss.backward()
     grads = {n: summary(p.grad, 4) for n, p in student.named_parameters() if p.grad is not None}
@@ -135,6 +150,7 @@ def harness_step(case: dict) -> dict:
     method.after_step(case["iters"])
     logs = out.logs
     losses = {"inputs_fingerprint": fp, "loss": float(out.loss.detach()), "loss_x": float(logs["loss_x"]),
-              "loss_s1": float(logs["loss_s1"]), "loss_s2": float(logs["loss_s2"]), "loss_s": float(logs["loss_s"]),
-              "mask_ratio": float(logs["mask_ratio"])}
+              "loss_s": float(logs["loss_s"]), "mask_ratio": float(logs["mask_ratio"])}
+    if not case.get("fixmatch"):
+        losses.update(loss_s1=float(logs["loss_s1"]), loss_s2=float(logs["loss_s2"]))
     return outputs(losses, grads, student, student_before, method.teacher.module, teacher_before)

@@ -50,7 +50,7 @@ def test_every_split_and_encoder_has_a_protocol_at_the_official_settings(uv2):
                 else:
                     assert b.batch_unlabeled == batch
                     assert {m: s["tau"] for m, s in p.method_settings.items()} == {
-                        "fixmatch": 0.95, "unimatch": 0.95, "unimatch_v2": 0.95}
+                        "fixmatch": 0.95, "fixmatch_v2": 0.95, "unimatch": 0.95, "unimatch_v2": 0.95}
     # what remains: the labeled-only runs on every train image (upstream's supervised.py budgets)
     assert ids == {f"{d}-uv2-{e}-full" for d in ("voc", "ade20k") for e in ENCODERS}
     full = uv2.get("ade20k-uv2-dinov2b-full")

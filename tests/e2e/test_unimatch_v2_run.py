@@ -1,5 +1,6 @@
-"""UniMatch V2 end to end on the tiny ViT (DPT head) and the synthetic data, with its optimizer and evaluation:
-a record, the teacher evaluated, and a resume that ends where an uninterrupted run does."""
+"""UniMatch V2 (and its repository's FixMatch) end to end on the tiny ViT (DPT head) and the synthetic data, with
+its optimizer and evaluation: a record, the teacher evaluated, and a resume that ends where an uninterrupted run
+does."""
 
 import pytest
 
@@ -7,7 +8,7 @@ from harness import records
 from harness.engine import StopRequested
 from harness.plugins import get_plugin_manager
 from harness.runner import RunSpec, execute, run_dir
-from methods.unimatch_v2 import UniMatchV2
+from methods.unimatch_v2 import FixMatchV2, UniMatchV2
 
 # UniMatch V2's recipe on the CPU-sized ViT: AdamW with a 40x head, evaluation at multiples of its patch (8)
 VIT = {"model.backbone": "vit_tiny", "model.pretrained": False, "budget.optimizer": "adamw", "budget.lr": 1e-4,
@@ -18,14 +19,15 @@ VIT = {"model.backbone": "vit_tiny", "model.pretrained": False, "budget.optimize
 def registered(tiny_benchmark):
     """The method as its entry point registers it (an installed checkout's entry points may predate it)."""
     pm = get_plugin_manager()
-    if "unimatch_v2" not in pm.methods.names():
-        pm.methods.add(UniMatchV2)
+    for cls in (UniMatchV2, FixMatchV2):
+        if cls.name not in pm.methods.names():
+            pm.methods.add(cls)
     return tiny_benchmark
 
 
 def spec(tiny, out, **kw):
-    return RunSpec(**{"method": "unimatch_v2", "protocol": "tiny-8", "out": str(out), "data_root": str(tiny["data_root"]),
-                      "progress": False, "overrides": dict(VIT), **kw})
+    return RunSpec(**{"method": "unimatch_v2", "protocol": "tiny-8", "out": str(out),
+                      "data_root": str(tiny["data_root"]), "progress": False, "overrides": dict(VIT), **kw})
 
 
 def test_unimatch_v2_on_vit_tiny_trains_and_resumes_exactly(registered, tmp_path):
@@ -44,3 +46,10 @@ def test_unimatch_v2_on_vit_tiny_trains_and_resumes_exactly(registered, tmp_path
         execute(interrupted)
     resumed = execute(spec(registered, tmp_path / "b"))
     assert resumed["final"]["miou"] == full["final"]["miou"] and resumed["final"]["iou"] == full["final"]["iou"]
+
+
+def test_fixmatch_v2_on_vit_tiny_trains(registered, tmp_path):
+    rec = execute(spec(registered, tmp_path, method="fixmatch_v2"))
+    assert rec["status"] == "finished" and rec["method"] == "fixmatch_v2" and 0 <= rec["final"]["miou"] <= 100
+    metrics = records.read_metrics(run_dir(spec(registered, tmp_path, method="fixmatch_v2")) / "metrics.jsonl")
+    assert {"loss_x", "loss_s", "mask_ratio"} <= set(metrics[-1]["train"]) and "student_miou" in metrics[-1]

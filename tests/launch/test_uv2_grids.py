@@ -13,10 +13,10 @@ from harness.cli import main
 from harness.grids import expand, load_grid, validate_runs
 from harness.plugins import get_plugin_manager
 from harness.runner import resolve
-from methods.unimatch_v2 import UniMatchV2
+from methods.unimatch_v2 import FixMatchV2, UniMatchV2
 
 GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
-SEMI = ["supervised", "fixmatch", "unimatch", "unimatch_v2"]
+SEMI = ["supervised", "fixmatch_v2", "unimatch", "unimatch_v2"]  # fixmatch_v2: upstream's FixMatch
 ENC = ("dinov2s", "dinov2b")
 
 UV2 = {
@@ -38,8 +38,9 @@ def setting(tmp_path, monkeypatch):
         (d / name).write_bytes(b"")
     monkeypatch.setenv("HARNESS_PRETRAINED_DIR", str(d))
     pm = get_plugin_manager()
-    if "unimatch_v2" not in pm.methods.names():
-        pm.methods.add(UniMatchV2)
+    for cls in (UniMatchV2, FixMatchV2):
+        if cls.name not in pm.methods.names():
+            pm.methods.add(cls)
 
 
 @pytest.mark.parametrize("name", sorted(UV2))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
 from methods.components.ema import mean_teacher_decay
-from methods.unimatch_v2 import UniMatchV2, UniMatchV2Config, combine_losses, reversed_partner
+from methods.unimatch_v2 import FixMatchV2, UniMatchV2, UniMatchV2Config, combine_losses, reversed_partner
 from tests.methods.helpers import S
 from tests.methods.test_unimatch import batches, make_context, make_model, unimatch_sums
 
@@ -137,7 +137,40 @@ def test_registered_through_the_hook():
 
     registry = MethodRegistry()
     plugin.harness_register_methods(registry=registry)
-    assert registry.get("unimatch_v2").cls is UniMatchV2
+    assert registry.get("unimatch_v2").cls is UniMatchV2 and registry.get("fixmatch_v2").cls is FixMatchV2
+
+
+def test_fixmatch_v2_step_by_hand():
+    """UniMatch V2's fixmatch.py: teacher on x_w; one strong view pasted from the reversed batch; one joint forward
+    of concat(x_l, x_s); L = (L_x + L_s)/2; the teacher follows the same EMA."""
+    labeled, unlabeled = batches()
+    tau = 0.4
+    model = make_model()
+    teacher = make_model(seed=1).eval()
+    ref = copy.deepcopy(model)
+    method = FixMatchV2(model, FixMatchV2.Config(tau=tau), make_context())
+    assert not hasattr(method.config, "comp_drop") and method.ema_alpha(3) == mean_teacher_decay(3, 0.996)
+    method.teacher.module.load_state_dict(teacher.state_dict())
+    torch.manual_seed(11)
+    out = method.training_step(labeled, unlabeled, 0)
+
+    torch.manual_seed(11)  # documented draw order: the strong view, its box
+    x_s = normalize(unimatch_strong(unlabeled.raw))
+    box = unimatch_cutmix_boxes(4, (S, S), 0.5)
+    assert box.any()
+    x_s = torch.where(box[:, None], x_s.flip(0), x_s)
+    with torch.no_grad():
+        c_w, y_w = teacher(unlabeled.image).softmax(1).max(1)
+    z_l, z_s = ref(torch.cat([labeled.image, x_s])).split([2, 4])
+    L_x = F.cross_entropy(z_l, labeled.label, ignore_index=255)
+
+    def mixed(t):
+        return torch.where(box, t.flip(0), t)
+
+    L_s = unimatch_sums(z_s, mixed(y_w), mixed(c_w), mixed(unlabeled.valid), tau)
+    torch.testing.assert_close(out.loss, (L_x + L_s) / 2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.logs["loss_s"], L_s.detach(), rtol=1e-5, atol=1e-6)
+    assert method.eval_model() is method.teacher.module
 
 
 def test_complementary_pairs_are_the_two_views_of_one_image(monkeypatch):
