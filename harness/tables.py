@@ -722,7 +722,7 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
              show_partial: bool, interval: str = "std") -> list[str]:
     lines = []
     what = ("mIoU (%) on the validation set of the final checkpoint (the EMA teacher for mean teacher, iMAS, "
-            "combined and UniMatch V2)") if metric == "final" else (
+            "combined, UniMatch V2 and FixMatch (UniMatch V2 code))") if metric == "final" else (
         f"mIoU (%) {BEST_TITLE}: the best of the periodic evaluations, chosen on the set it is reported on "
         f"(optimistic; the harness headline is the final checkpoint)")
     spread = ("half-width of the 95 % confidence interval of the mean (Student's t over seeds)" if interval == "ci"
