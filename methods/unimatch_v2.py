@@ -51,6 +51,7 @@ from harness.hookspecs import hookimpl
 from harness.method import Batch, Method, MethodConfig, StepOutput
 from methods.components.ema import EMATeacher, mean_teacher_decay
 from methods.components.losses import unimatch_unsup_loss
+from methods.unimatch import _max_argmax
 
 __all__ = ["UniMatchV2", "UniMatchV2Config", "UniMatchV2Views", "FixMatchV2", "FixMatchV2Config", "reversed_partner",
            "combine_losses"]
@@ -88,12 +89,6 @@ def combine_losses(loss_x: torch.Tensor, loss_s1: torch.Tensor, loss_s2: torch.T
                    config: UniMatchV2Config) -> torch.Tensor:
     """``(w_x·L_x + w_u·(L_s1 + L_s2)/2) / 2``."""
     return (config.weight_x * loss_x + config.weight_u * (loss_s1 + loss_s2) / 2) / 2
-
-
-def _max_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ŷ = argmax, c = max softmax) of detached logits, float32."""
-    conf, pseudo = logits.detach().float().softmax(dim=1).max(dim=1)
-    return pseudo, conf
 
 
 class UniMatchV2(Method):
