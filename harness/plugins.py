@@ -142,7 +142,8 @@ class PluginManager:
             self._entry_points[module] = ep
 
     def _register_builtin_datasets(self) -> None:
-        """See BUILTIN_DATASET_MODULES and BUILTIN_ENCODER_MODULES. An import error here is a bug of the harness itself: it propagates."""
+        """See BUILTIN_DATASET_MODULES and BUILTIN_ENCODER_MODULES. An import error here is a bug of the harness
+        itself: it propagates."""
         version = _own_version()
         for name in BUILTIN_DATASET_MODULES + BUILTIN_ENCODER_MODULES:
             module = importlib.import_module(name)

@@ -50,8 +50,8 @@ def main() -> None:
     model = official_model()
     layers = model.intermediate_layer_idx[model.encoder_size]
     backbone_keys = [f"backbone.{k}" for k in model.backbone.state_dict()]
-    golden = {"about": official.about(REPO, root, {"model": "model/semseg/dpt.py", "encoder": "model/backbone/dinov2.py"},
-                                      "golden_unimatch_v2_model.py <UniMatch-V2 checkout>"),
+    files = {"model": "model/semseg/dpt.py", "encoder": "model/backbone/dinov2.py"}
+    golden = {"about": official.about(REPO, root, files, "golden_unimatch_v2_model.py <UniMatch-V2 checkout>"),
               "config": {**vit_cases.OFFICIAL_CONFIG, "layers": list(layers), "classes": vit_cases.CLASSES},
               "official_backbone_keys": backbone_keys, "outputs": {}}
     for name, x in vit_cases.inputs().items():

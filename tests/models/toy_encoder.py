@@ -1,4 +1,5 @@
-"""An encoder plugin as a third party would write one (docs/extending.md, Encoders), used by tests/models/test_encoders.py.
+"""An encoder plugin as a third party would write one (docs/extending.md, Encoders), used by
+tests/models/test_encoders.py.
 
 ``toy_convnet``: two strided 3×3 convolutions (stride 4, ``model.width`` channels) and a 1×1 classifier, with both
 perturbations of the model interface (toy_encoder_duplicate.py registers a name the harness already has).
