@@ -767,7 +767,8 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
     short.append("Best harness value per column in bold" + (" (largest improvement)" if delta else "") + ".")
     details = []
     details.append(("Final checkpoint: the last evaluation of each run (the EMA teacher for mean teacher, iMAS, "
-                    "combined, UniMatch V2 and FixMatch as UniMatch V2 runs it), on the validation set.") if metric == "final" else (
+                    "combined, UniMatch V2 and FixMatch as UniMatch V2 runs it), on the validation set.")
+                   if metric == "final" else (
         "Best-on-val: the best of the periodic evaluations, chosen on the set it is reported on (optimistic; the "
         "harness headline is the final checkpoint)."))
     spread_long = ("half-width of the 95 % confidence interval of the mean (Student's t over seeds)"
