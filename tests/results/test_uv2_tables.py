@@ -41,5 +41,5 @@ def test_released_unimatch_v2_rows_sit_next_to_its_protocol(tmp_path, monkeypatc
     logs = rows["UniMatch V2 (released logs, best-epoch (EMA))"]
     assert logs[uv2] and logs[resnet] == ""
     assert rows["UniMatch (reported, best-epoch)"][resnet] and not rows["UniMatch (reported, best-epoch)"][uv2]
-    assert "whole image resized to multiples of 14" in md and "UniMatch V2 and FixMatch (UniMatch V2 code))" in md
+    assert "whole image resized to multiples of 14" in md and "UniMatch V2 and FixMatch as UniMatch V2 runs it)" in md
     tables._method_meta.cache_clear()
