@@ -42,3 +42,26 @@ def test_method_trains_on_vit_tiny(method, tiny_benchmark, tmp_path, capsys):
     state = torch.load(run / records.CHECKPOINT, map_location="cpu", weights_only=False)["model"]
     assert "backbone.blocks.3.attn.qkv.weight" in state and "head.scratch.output_conv.2.weight" in state
     assert all(math.isfinite(float(v.float().abs().sum())) for v in state.values() if v.is_floating_point())
+
+
+def test_frozen_encoder_run_trains_only_the_decoder(tiny_benchmark, tmp_path, capsys):
+    """``--set model.freeze_backbone=true``: a settings folder of its own, no encoder parameter in the optimizer,
+    the encoder's weights as they were built (two runs with different learning rates end with the same ones)."""
+    torch.set_num_threads(1)
+    states = []
+    for lr in ("0.01", "0.05"):
+        out = tmp_path / lr
+        argv = ["run", "--method", "supervised", "--protocol", "tiny-8", "--out", str(out), "--data-root",
+                str(tiny_benchmark["data_root"]), "--no-progress", "--set", "model.backbone=vit_tiny",
+                "--set", "model.freeze_backbone=true", "--set", f"budget.lr={lr}", "--set", "budget.iterations=2",
+                "--set", "budget.eval_every=2"]
+        assert main(argv) == 0, capsys.readouterr().err
+        (run,) = out.glob("tiny-8/supervised/*/seed0")
+        assert run.parent.name != "default"
+        ckpt = torch.load(run / records.CHECKPOINT, map_location="cpu", weights_only=False)
+        groups = {g["name"]: g["params"] for g in ckpt["optimizer"]["param_groups"]}
+        assert groups["backbone"] == [] and groups["head"]
+        states.append(ckpt["model"])
+    a, b = states
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("backbone."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("head."))
