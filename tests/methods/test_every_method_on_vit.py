@@ -36,7 +36,7 @@ def test_method_trains_on_vit_tiny(method, tiny_benchmark, tmp_path, capsys):
     rec = records.read_json(run / "record.json")
     cfg = records.read_json(run / "config.json")
     assert rec["status"] == "finished" and rec["total_steps"] == 3
-    assert cfg["protocol"]["model"]["backbone"] == "vit_tiny"
+    assert cfg["protocol"]["model"]["backbone"] == "vit_tiny" and cfg["versions"]["timm"]  # the ViT's library
     assert rec["pretrained_source"].startswith("random")
     assert 0 <= rec["final"]["miou"] <= 100 and len(rec["final"]["iou"]) == 8
     state = torch.load(run / records.CHECKPOINT, map_location="cpu", weights_only=False)["model"]
