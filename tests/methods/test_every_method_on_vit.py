@@ -12,15 +12,17 @@ from harness import records
 from harness.cli import main
 from harness.plugins import get_plugin_manager
 
-BUILTIN_METHODS = ("supervised", "mean_teacher", "unimatch", "imas", "s4mim", "combined", "fixmatch")
+# Every method the harness ships (registered by its own distribution), read from the plugin manager so that a new
+# built-in method is covered without editing this file.
+BUILTIN_METHODS = sorted(m.name for m in get_plugin_manager().methods if m.distribution == "ssseg-harness")
 # In the default suite: UniMatch (the feature-perturbation stream) and S4MIM (encode / decode for its MIM terms);
-# all seven take about 30 s on 2 shared CPU cores, so the others run with -m slow.
+# the seven methods of the first ViT commit took about 30 s together on 2 shared CPU cores, so the others run with
+# -m slow.
 DEFAULT = ("unimatch", "s4mim")
 
 
-def test_the_list_is_every_builtin_method():
-    builtin = {m.name for m in get_plugin_manager().methods if m.distribution == "ssseg-harness"}
-    assert builtin == set(BUILTIN_METHODS)
+def test_the_seven_methods_of_the_issue_are_among_them():
+    assert {"supervised", "mean_teacher", "unimatch", "imas", "s4mim", "combined", "fixmatch"} <= set(BUILTIN_METHODS)
 
 
 @pytest.mark.parametrize("method", [m if m in DEFAULT else pytest.param(m, marks=pytest.mark.slow)
