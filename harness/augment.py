@@ -533,9 +533,6 @@ def imas_strong(raw_u8: Tensor, num_ops: int = 2, generator: torch.Generator | N
 # ----------------------------------------------------------------------------------------------------
 # UniMatch strong view (s4mim spec §2.2)
 
-_JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
-
-
 class UniMatchParams(NamedTuple):
     """Per-sample draws of a UniMatch strong view (all (B,), ``order`` B×4 with indices into
     (brightness, contrast, saturation, hue))."""
@@ -589,48 +586,59 @@ def apply_unimatch_params(raw: Tensor, params: UniMatchParams, *, normalized: bo
     Returns the dtype of ``raw``, or with ``normalized`` the ImageNet-normalised float32 views
     (:func:`normalize` of them, the same values). With ``images`` only those rows are computed; the others are
     left uninitialised, for callers that read the listed rows alone (the CutMix source, whose view is used only
-    where a box was drawn). Each image is worked on in its own float32 tensor (its row of the output when that
-    is float32) by the in-place kernels, so nothing is gathered, stacked or copied per op."""
+    where a box was drawn). Each image's colour ops work in place on its own row of one float32 batch (the
+    output, when that is float32), so nothing is gathered, stacked or copied per op; the blur then runs once
+    over the rows that drew it."""
     if raw.dim() != 4 or raw.shape[1] != 3:
         raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(raw.shape)}")
     B = raw.shape[0]
     if params.jitter.shape[0] != B:
         raise ValueError(f"params drawn for {params.jitter.shape[0]} images do not match the batch size {B}")
-    rows = range(B) if images is None else [int(i) for i in images]
-    out = torch.empty(raw.shape, dtype=torch.float32 if normalized else raw.dtype, device=raw.device)
-    work = None if out.dtype == torch.float32 else torch.empty(raw.shape[1:], dtype=torch.float32, device=raw.device)
+    rows = list(range(B)) if images is None else [int(i) for i in images]
+    # Float32 rows worked on in place: the output itself when it is float32, else one float32 batch
+    x = torch.empty(raw.shape, dtype=torch.float32, device=raw.device)
     # Per-image values as Python numbers, read once: factors rounded to float32 as the batched ops use them,
     # torchvision's PIL adjust_hue shift np.int8(hue_factor·255) (added to the 8-bit H with wrap-around).
     jitter, order, gray, blur = (t.tolist() for t in (params.jitter, params.order, params.gray, params.blur))
     factor = [t.to(torch.float32).tolist() for t in (params.brightness, params.contrast, params.saturation)]
     shift = _trunc_int(params.hue * 255).tolist()
-    sigma = params.sigma.to(torch.float64).cpu()
-    if normalized:
+    for i in rows:
+        xi = x[i]
+        xi.copy_(raw[i])
+        if raw.is_floating_point():  # as _f: 8-bit values rounded and clipped on entry
+            xi.round_().clamp_(0, 255)
+        elif raw.dtype != torch.uint8:
+            xi.clamp_(0, 255)
+        if jitter[i]:
+            for k in order[i]:
+                if k == 3:
+                    _hue_(xi, shift[i])
+                else:
+                    (_brightness_, _contrast_, _saturation_)[k](xi, factor[k][i])
+        if gray[i]:
+            _grayscale_(xi)
+    # The blur, last, in one call for the images that drew it (a sample's result does not depend on the others)
+    blurred = [i for i in rows if blur[i]]
+    if blurred:
+        idx = torch.tensor(blurred)
+        d = idx.to(x.device)
+        x.index_copy_(0, d, _blur_f(x.index_select(0, d), params.sigma.to(torch.float64).cpu()[idx]).clamp_(0, 255))
+    whole = len(rows) == B
+    if normalized:  # (x/255 − mean)/std, the operations of harness.data.transforms.normalize
         from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # lazy: avoids importing the data layer
 
         mean = torch.tensor(IMAGENET_MEAN, device=raw.device, dtype=torch.float32).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=raw.device, dtype=torch.float32).view(3, 1, 1)
+        for xi in [x] if whole else [x[i] for i in rows]:
+            xi.div_(255.0).sub_(mean).div_(std)
+        return x
+    if raw.dtype == torch.float32:
+        return x
+    if whole:
+        return x.to(raw.dtype)
+    out = torch.empty_like(raw)
     for i in rows:
-        x = out[i] if work is None else work
-        x.copy_(raw[i])
-        if raw.is_floating_point():  # as _f: 8-bit values rounded and clipped on entry
-            x.round_().clamp_(0, 255)
-        elif raw.dtype != torch.uint8:
-            x.clamp_(0, 255)
-        if jitter[i]:
-            for k in order[i]:
-                if k == 3:
-                    _hue_(x, shift[i])
-                else:
-                    (_brightness_, _contrast_, _saturation_)[k](x, factor[k][i])
-        if gray[i]:
-            _grayscale_(x)
-        if blur[i]:
-            x.copy_(_blur_f(x.unsqueeze(0), sigma[i : i + 1])[0].clamp_(0, 255))
-        if normalized:  # (x/255 − mean)/std, the operations of harness.data.transforms.normalize
-            x.div_(255.0).sub_(mean).div_(std)
-        elif work is not None:
-            out[i].copy_(x)
+        out[i].copy_(x[i])
     return out
 
 
