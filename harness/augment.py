@@ -696,23 +696,29 @@ def unimatch_cutmix_box_coords(
     pending, until every applied sample's box fits."""
     H, W = _hw(size)
     B = batch_size
-    apply = (uniform_draws(B, generator) < p).cpu()
-    frac = (area_range[0] + (area_range[1] - area_range[0]) * uniform_draws(B, generator)).cpu()
-    area = frac * (H * W)
-    boxes = torch.zeros(B, 4, dtype=torch.int64)
-    pending = apply.clone()
-    while bool(pending.any()):
-        idx = torch.nonzero(pending).flatten()
-        n = idx.numel()
-        r = (ratio_range[0] + (ratio_range[1] - ratio_range[0]) * uniform_draws(n, generator)).cpu()
-        xs = integer_draws(0, W, n, generator).cpu()
-        ys = integer_draws(0, H, n, generator).cpu()
-        w = torch.floor(torch.sqrt(area[idx] / r)).to(torch.int64)
-        h = torch.floor(torch.sqrt(area[idx] * r)).to(torch.int64)
-        ok = (xs + w <= W) & (ys + h <= H)
-        boxes[idx[ok]] = torch.stack([ys[ok], xs[ok], h[ok], w[ok]], dim=1)
-        pending[idx[ok]] = False
-    return boxes
+    apply = (uniform_draws(B, generator) < p).tolist()
+    frac = (area_range[0] + (area_range[1] - area_range[0]) * uniform_draws(B, generator)).tolist()
+    area = [f * (H * W) for f in frac]
+    boxes = [[0, 0, 0, 0] for _ in range(B)]
+    pending = [b for b in range(B) if apply[b]]
+    # Rejection rounds: the draws are torch's (n values per round, as always); the few per-box operations are
+    # the same float64 operations in Python (IEEE division and square root), cheaper than tensor calls.
+    lo, span = ratio_range[0], ratio_range[1] - ratio_range[0]
+    while pending:
+        n = len(pending)
+        r = (lo + span * uniform_draws(n, generator)).tolist()
+        xs = integer_draws(0, W, n, generator).tolist()
+        ys = integer_draws(0, H, n, generator).tolist()
+        still = []
+        for b, ratio, x, y in zip(pending, r, xs, ys):
+            w = math.floor(math.sqrt(area[b] / ratio))
+            h = math.floor(math.sqrt(area[b] * ratio))
+            if x + w <= W and y + h <= H:
+                boxes[b] = [y, x, h, w]
+            else:
+                still.append(b)
+        pending = still
+    return torch.tensor(boxes, dtype=torch.int64).view(B, 4)
 
 
 def box_masks(boxes: Tensor, size, device=None) -> Tensor:

@@ -119,12 +119,15 @@ def test_make_views_equal_reference(source):
 
 
 def test_box_coords_are_the_reference_masks():
-    for seed in range(20):
-        size = (37, 53) if seed % 2 else 64
-        boxes = A.unimatch_cutmix_box_coords(9, size, 0.5, torch.Generator().manual_seed(seed))
-        ref = R.unimatch_cutmix_boxes(9, size, 0.5, torch.Generator().manual_seed(seed))
+    for seed in range(40):
+        size = [(37, 53), 64, (5, 5), (321, 200)][seed % 4]
+        p = 1.0 if seed % 3 == 0 else 0.5
+        g, g_ref = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        boxes = A.unimatch_cutmix_box_coords(9, size, p, g)
+        ref = R.unimatch_cutmix_boxes(9, size, p, g_ref)
+        assert torch.equal(g.get_state(), g_ref.get_state())  # the same rejection rounds drew the same numbers
         assert _equal(A.box_masks(boxes, size), ref)
-        assert _equal(A.unimatch_cutmix_boxes(9, size, 0.5, torch.Generator().manual_seed(seed)), ref)
+        assert _equal(A.unimatch_cutmix_boxes(9, size, p, torch.Generator().manual_seed(seed)), ref)
         assert A.boxed_rows(boxes) == [b for b in range(9) if ref[b].any()]
 
 
