@@ -31,6 +31,7 @@ differ from PIL, as the spec allows (measured by ``benchmarks/perf/pil_fidelity.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -197,23 +198,24 @@ def _floor_div(a: Tensor, b) -> Tensor:
     return a.div_(b).floor_()
 
 
-def _hue_(x: Tensor, shift) -> Tensor:
-    """In place: PIL's 8-bit RGB→HSV, H ← (H + shift) mod 256, HSV→RGB (the formulas of :func:`rgb_to_hsv8` and
-    :func:`hsv8_to_rgb`) in exact float32 arithmetic; ``shift`` an integer, or a tensor broadcasting against
-    the …×H×W planes (B×1×1 for a batch)."""
+def _rgb_to_hsv_f(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`rgb_to_hsv8` of a float32 8-bit image in exact float32 arithmetic: (H, S, V) float32 …×H×W."""
     r, g, b = x.unbind(-3)
     v = torch.maximum(r, torch.maximum(g, b))
     cr = v - torch.minimum(r, torch.minimum(g, b))
-    # An achromatic pixel (cr = 0) has s = 0, and then every HSV→RGB branch gives (v, v, v) whatever h is,
-    # so h needs no special case there; clamping cr to 1 only keeps the divisions finite.
-    crs = cr.clamp(min=1)
+    crs = cr.clamp(min=1)  # keeps the divisions finite; an achromatic pixel takes the r branch below: n = 0, h = 0
     six_cr = crs * 6.0
     # hue as n / (6·cr) of the circle, with PIL's branch order (r, then g, then b); n in [0, 6·cr)
     n = torch.where(r == v, g - b, torch.where(g == v, b - r + 2.0 * crs, r - g + 4.0 * crs))
     n = torch.where(n < 0, n + six_cr, n)
     h = _floor_div(n.mul_(255.0), six_cr)  # 255·n < 390,150
     s = _floor_div(cr.mul_(255.0), v.clamp(min=1))  # 255·cr ≤ 65,025
-    h = h.add_(shift).remainder_(256.0)  # exact: integers, and a division by a power of two
+    return h, s, v
+
+
+def _hsv_to_rgb_f_(x: Tensor, h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """In place on ``x`` (…×3×H×W): :func:`hsv8_to_rgb` of float32 8-bit planes in exact float32 arithmetic
+    (``h`` is used as scratch)."""
     i = _floor_div(h * 6.0, 255.0)  # 0..6
     rem = h.mul_(6.0).sub_(i * 255.0)  # 0..254
     # p = ⌊(2v(255 − s) + 255) / 510⌋; q, t = ⌊(2v·m + 255²) / (2·255²)⌋ with m = 255² − s·rem (q) or
@@ -223,13 +225,25 @@ def _hue_(x: Tensor, shift) -> Tensor:
     sr = s * rem
     q = _floor_div((65025.0 - sr).mul_(v).add_(32512.0), 65025.0)
     t = _floor_div(sr.sub_(s * 255.0).add_(65025.0).mul_(v).add_(32512.0), 65025.0)
-    sector = torch.where(i == 6.0, 0.0, i)
-    m = [sector == k for k in range(6)]
-    # (R, G, B) per sector: (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q)
-    torch.where(m[0] | m[5], v, torch.where(m[1], q, torch.where(m[4], t, p)), out=r)
-    torch.where(m[1] | m[2], v, torch.where(m[3], q, torch.where(m[0], t, p)), out=g)
-    torch.where(m[3] | m[4], v, torch.where(m[5], q, torch.where(m[2], t, p)), out=b)
-    return x
+    # (R, G, B) per sector i (6 is sector 0): one gather from (v, p, q, t)
+    channels = _hue_sector_channels(x.device)[i.to(torch.int64)].movedim(-1, -3)
+    return torch.gather(torch.stack([v, p, q, t], dim=-3), -3, channels, out=x)
+
+
+def _hue_(x: Tensor, shift) -> Tensor:
+    """In place: PIL's 8-bit RGB→HSV, H ← (H + shift) mod 256, HSV→RGB (the formulas of :func:`rgb_to_hsv8` and
+    :func:`hsv8_to_rgb`) in exact float32 arithmetic; ``shift`` an integer, or a tensor broadcasting against
+    the …×H×W planes (B×1×1 for a batch)."""
+    h, s, v = _rgb_to_hsv_f(x)
+    h = h.add_(shift).remainder_(256.0)  # exact: integers, and a division by a power of two
+    return _hsv_to_rgb_f_(x, h, s, v)
+
+
+@functools.lru_cache(maxsize=None)
+def _hue_sector_channels(device: torch.device) -> Tensor:
+    """Which of (v, p, q, t) R, G and B take in each HSV sector 0–5, and for i = 6 (sector 0 again):
+    (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q) (v,t,p). Made once per device."""
+    return torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2], [0, 3, 1]], device=device)
 
 
 def _blur_f(x: Tensor, sigma: Tensor) -> Tensor:
