@@ -31,6 +31,7 @@ differ from PIL, as the spec allows (measured by ``benchmarks/perf/pil_fidelity.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -74,6 +75,10 @@ __all__ = [
     "box_from_draws",
     "unimatch_cutmix_box",
     "unimatch_cutmix_boxes",
+    "unimatch_cutmix_box_coords",
+    "box_masks",
+    "boxed_rows",
+    "paste_boxes",
     "blend",
     "blend_bernoulli",
     "normalize",
@@ -136,17 +141,128 @@ def _per_sample(value, batch: int, device, dtype=torch.float32) -> Tensor:
     return t
 
 
-def _enhance_blend(degenerate: Tensor, x: Tensor, factor: Tensor) -> Tensor:
-    """PIL ``Image.blend(degenerate, x, factor)``: degenerate + f·(x − degenerate), clipped, truncated."""
-    f = factor.to(torch.float32).view(-1, 1, 1, 1)
-    return torch.floor((degenerate + f * (x - degenerate)).clamp(0, 255))
-
-
 def luma(x: Tensor) -> Tensor:
     """ITU-R 601-2 luma as PIL's ``convert("L")`` computes it (fixed point, rounded): B×H×W, float."""
-    xi = _f(x).to(torch.int64)
-    r, g, b = xi.unbind(1)
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.float32)
+    return _luma_f(_f(x))
+
+
+# ----------------------------------------------------------------------------------------------------
+# In-place kernels on float32 tensors holding 8-bit values (…×3×H×W, integral, in [0, 255]): one image's
+# own tensor or a batch. The public ops and the strong views are built from them. Their arithmetic is exact
+# (every intermediate value an integer below 2^24, or a float quotient floored where the gap to the next
+# integer exceeds float32's rounding), so they give the same values as PIL's integer formulas.
+
+
+def _luma_f(x: Tensor) -> Tensor:
+    """Luma of a float32 8-bit image, …×H×W: (19595 R + 38470 G + 7471 B + 2^15) >> 16, each partial sum an
+    integer below 2^24 (exact in float32) and the shift an exact scaling by 2^-16 and a floor."""
+    r, g, b = x.unbind(-3)
+    y = r * 19595.0
+    y.add_(g, alpha=38470.0).add_(b, alpha=7471.0).add_(32768.0)
+    return y.mul_(1.0 / 65536.0).floor_()
+
+
+def _blend_(x: Tensor, degenerate, factor) -> Tensor:
+    """In place: PIL ``Image.blend(degenerate, x, factor)`` = degenerate + f·(x − degenerate), clipped to
+    [0, 255] and truncated (PIL's enhance ops)."""
+    return x.sub_(degenerate).mul_(factor).add_(degenerate).clamp_(0, 255).floor_()
+
+
+def _brightness_(x: Tensor, factor) -> Tensor:
+    """In place: blend with black, i.e. floor(clip(f·x)) (0 + f·(x − 0) is f·x exactly)."""
+    return x.mul_(factor).clamp_(0, 255).floor_()
+
+
+def _contrast_(x: Tensor, factor) -> Tensor:
+    """In place: blend with the image's mean luma, rounded half up to an integer (per image of a batch)."""
+    H, W = x.shape[-2:]
+    total = _luma_f(x).sum(dim=(-2, -1), dtype=torch.float64).to(torch.int64)  # exact: integers below 2^53
+    mean = ((2 * total + H * W) // (2 * H * W)).to(torch.float32)
+    return _blend_(x, mean.view(*mean.shape, 1, 1, 1), factor)
+
+
+def _saturation_(x: Tensor, factor) -> Tensor:
+    """In place: blend with the grey image (PIL ``ImageEnhance.Color``)."""
+    return _blend_(x, _luma_f(x).unsqueeze(-3), factor)
+
+
+def _grayscale_(x: Tensor) -> Tensor:
+    """In place: PIL ``convert("L")`` replicated to the 3 channels."""
+    return x.copy_(_luma_f(x).unsqueeze(-3).expand_as(x))
+
+
+def _floor_div(a: Tensor, b) -> Tensor:
+    """⌊a / b⌋ for integral float32 a ≥ 0 and b ≥ 1 (in place on a): exact whenever a + b < 2^24 (the float
+    quotient rounds to the true one's integer part, since the gap to the next integer, ≥ 1/b, exceeds half a
+    float32 step there)."""
+    return a.div_(b).floor_()
+
+
+def _rgb_to_hsv_f(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`rgb_to_hsv8` of a float32 8-bit image in exact float32 arithmetic: (H, S, V) float32 …×H×W."""
+    r, g, b = x.unbind(-3)
+    v = torch.maximum(r, torch.maximum(g, b))
+    cr = v - torch.minimum(r, torch.minimum(g, b))
+    crs = cr.clamp(min=1)  # keeps the divisions finite; an achromatic pixel takes the r branch below: n = 0, h = 0
+    six_cr = crs * 6.0
+    # hue as n / (6·cr) of the circle, with PIL's branch order (r, then g, then b); n in [0, 6·cr)
+    n = torch.where(r == v, g - b, torch.where(g == v, b - r + 2.0 * crs, r - g + 4.0 * crs))
+    n = torch.where(n < 0, n + six_cr, n)
+    h = _floor_div(n.mul_(255.0), six_cr)  # 255·n < 390,150
+    s = _floor_div(cr.mul_(255.0), v.clamp(min=1))  # 255·cr ≤ 65,025
+    return h, s, v
+
+
+def _hsv_to_rgb_f_(x: Tensor, h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """In place on ``x`` (…×3×H×W): :func:`hsv8_to_rgb` of float32 8-bit planes in exact float32 arithmetic
+    (``h`` is used as scratch)."""
+    i = _floor_div(h * 6.0, 255.0)  # 0..6
+    rem = h.mul_(6.0).sub_(i * 255.0)  # 0..254
+    # p = ⌊(2v(255 − s) + 255) / 510⌋; q, t = ⌊(2v·m + 255²) / (2·255²)⌋ with m = 255² − s·rem (q) or
+    # 255² − s·(255 − rem) (t), written as ⌊(v·m + 32512) / 255²⌋ (the same: the numerator 2v·m + 255² is odd, the
+    # divisor even) so that every numerator stays below 2^24 (v·m + 32512 ≤ 16,613,887).
+    p = _floor_div((255.0 - s).mul_(v).mul_(2.0).add_(255.0), 510.0)
+    sr = s * rem
+    q = _floor_div((65025.0 - sr).mul_(v).add_(32512.0), 65025.0)
+    t = _floor_div(sr.sub_(s * 255.0).add_(65025.0).mul_(v).add_(32512.0), 65025.0)
+    # (R, G, B) per sector i (6 is sector 0): one gather from (v, p, q, t)
+    channels = _hue_sector_channels(x.device)[i.to(torch.int64)].movedim(-1, -3)
+    return torch.gather(torch.stack([v, p, q, t], dim=-3), -3, channels, out=x)
+
+
+def _hue_(x: Tensor, shift) -> Tensor:
+    """In place: PIL's 8-bit RGB→HSV, H ← (H + shift) mod 256, HSV→RGB (the formulas of :func:`rgb_to_hsv8` and
+    :func:`hsv8_to_rgb`) in exact float32 arithmetic; ``shift`` an integer, or a tensor broadcasting against
+    the …×H×W planes (B×1×1 for a batch)."""
+    h, s, v = _rgb_to_hsv_f(x)
+    h = h.add_(shift).remainder_(256.0)  # exact: integers, and a division by a power of two
+    return _hsv_to_rgb_f_(x, h, s, v)
+
+
+@functools.lru_cache(maxsize=None)
+def _hue_sector_channels(device: torch.device) -> Tensor:
+    """Which of (v, p, q, t) R, G and B take in each HSV sector 0–5, and for i = 6 (sector 0 again):
+    (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q) (v,t,p). Made once per device."""
+    return torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2], [0, 3, 1]], device=device)
+
+
+def _blur_f(x: Tensor, sigma: Tensor) -> Tensor:
+    """Gaussian blur of a float32 8-bit batch B×C×H×W with per-sample σ (float64 (B,) on the CPU), rounded to
+    integers (not clipped): a new tensor. See :func:`gaussian_blur`."""
+    B, C, H, W = x.shape
+    s = sigma
+    own = torch.ceil(3.0 * s).clamp(min=1)  # per-sample truncation radius
+    radius = max(6, int(own.max()))
+    k = torch.arange(-radius, radius + 1, dtype=torch.float64).unsqueeze(0)
+    w = torch.exp(-(k**2) / (2.0 * s.unsqueeze(1) ** 2)) * (k.abs() <= own.unsqueeze(1))
+    w = (w / w.sum(dim=1, keepdim=True)).to(device=x.device, dtype=torch.float32)  # B×K
+    w = w.repeat_interleave(C, dim=0)  # (B·C)×K
+    y = x.reshape(1, B * C, H, W)
+    y = F.pad(y, (radius, radius, 0, 0), mode="replicate")
+    y = F.conv2d(y, w.view(B * C, 1, 1, -1), groups=B * C)
+    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
+    y = F.conv2d(y, w.view(B * C, 1, -1, 1), groups=B * C)
+    return y.reshape(B, C, H, W).add_(0.5).floor_()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -202,47 +318,31 @@ def gaussian_blur(x: Tensor, sigma) -> Tensor:
     samples of the batch.
     """
     xf = _f(x)
-    B, C, H, W = xf.shape
+    B = xf.shape[0]
     if B == 0:
         return x.clone()
     s = _per_sample(sigma, B, "cpu", torch.float64)
     if (s <= 0).any():
         raise ValueError("gaussian_blur: sigma must be positive")
-    own = torch.ceil(3.0 * s).clamp(min=1)  # per-sample truncation radius
-    radius = max(6, int(own.max()))
-    k = torch.arange(-radius, radius + 1, dtype=torch.float64).unsqueeze(0)
-    w = torch.exp(-(k**2) / (2.0 * s.unsqueeze(1) ** 2)) * (k.abs() <= own.unsqueeze(1))
-    w = (w / w.sum(dim=1, keepdim=True)).to(device=xf.device, dtype=torch.float32)  # B×K
-    w = w.repeat_interleave(C, dim=0)  # (B·C)×K
-    y = xf.reshape(1, B * C, H, W)
-    y = F.pad(y, (radius, radius, 0, 0), mode="replicate")
-    y = F.conv2d(y, w.view(B * C, 1, 1, -1), groups=B * C)
-    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
-    y = F.conv2d(y, w.view(B * C, 1, -1, 1), groups=B * C)
-    return _finish(torch.floor(y.reshape(B, C, H, W) + 0.5), x)
+    return _finish(_blur_f(xf, s), x)
 
 
 def contrast(x: Tensor, factor) -> Tensor:
     """Blend with the image's mean grey level, rounded to an integer (PIL ``ImageEnhance.Contrast``)."""
     xf = _f(x)
-    B, _, H, W = xf.shape
-    g = luma(xf).to(torch.int64).sum(dim=(1, 2))
-    mean = (2 * g + H * W) // (2 * H * W)  # int(mean + 0.5)
-    deg = mean.to(torch.float32).view(B, 1, 1, 1).expand_as(xf)
-    return _finish(_enhance_blend(deg, xf, _per_sample(factor, B, xf.device)), x)
+    return _finish(_contrast_(xf, _per_sample(factor, xf.shape[0], xf.device).view(-1, 1, 1, 1)), x)
 
 
 def brightness(x: Tensor, factor) -> Tensor:
     """factor·x, i.e. blend with black (PIL ``ImageEnhance.Brightness``)."""
     xf = _f(x)
-    return _finish(_enhance_blend(torch.zeros_like(xf), xf, _per_sample(factor, xf.shape[0], xf.device)), x)
+    return _finish(_brightness_(xf, _per_sample(factor, xf.shape[0], xf.device).view(-1, 1, 1, 1)), x)
 
 
 def color(x: Tensor, factor) -> Tensor:
     """Saturation: blend with the grey image (PIL ``ImageEnhance.Color``)."""
     xf = _f(x)
-    deg = luma(xf).unsqueeze(1).expand_as(xf)
-    return _finish(_enhance_blend(deg, xf, _per_sample(factor, xf.shape[0], xf.device)), x)
+    return _finish(_saturation_(xf, _per_sample(factor, xf.shape[0], xf.device).view(-1, 1, 1, 1)), x)
 
 
 _SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
@@ -257,7 +357,7 @@ def sharpness(x: Tensor, factor) -> Tensor:
         k = _SMOOTH.to(device=xf.device, dtype=torch.float32).view(1, 1, 3, 3).repeat(C, 1, 1, 1)
         sm = F.conv2d(xf, k, groups=C)
         deg[:, :, 1:-1, 1:-1] = torch.floor(sm + 0.5).clamp(0, 255)
-    return _finish(_enhance_blend(deg, xf, _per_sample(factor, B, xf.device)), x)
+    return _finish(_blend_(xf, deg, _per_sample(factor, B, xf.device).view(-1, 1, 1, 1)), x)
 
 
 def posterize(x: Tensor, bits) -> Tensor:
@@ -279,8 +379,7 @@ def solarize(x: Tensor, threshold) -> Tensor:
 
 def grayscale(x: Tensor, _=None) -> Tensor:
     """PIL ``convert("L")`` replicated to 3 channels."""
-    xf = _f(x)
-    return _finish(luma(xf).unsqueeze(1).expand_as(xf).clone(), x)
+    return _finish(_grayscale_(_f(x)), x)
 
 
 def rgb_to_hsv8(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -325,10 +424,8 @@ def hsv8_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
 def hue(x: Tensor, shift) -> Tensor:
     """In 8-bit HSV, H ← (H + shift) mod 256 (per-sample integer ``shift``), back to RGB."""
     xf = _f(x)
-    sh = _per_sample(shift, xf.shape[0], xf.device, torch.int64).view(-1, 1, 1)
-    hh, ss, vv = rgb_to_hsv8(xf)
-    hh = torch.remainder(hh + sh, 256)
-    return _finish(hsv8_to_rgb(hh, ss, vv), x)
+    sh = _per_sample(shift, xf.shape[0], xf.device, torch.int64).to(torch.float32).view(-1, 1, 1)
+    return _finish(_hue_(xf, sh), x)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -450,9 +547,6 @@ def imas_strong(raw_u8: Tensor, num_ops: int = 2, generator: torch.Generator | N
 # ----------------------------------------------------------------------------------------------------
 # UniMatch strong view (s4mim spec §2.2)
 
-_JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
-
-
 class UniMatchParams(NamedTuple):
     """Per-sample draws of a UniMatch strong view (all (B,), ``order`` B×4 with indices into
     (brightness, contrast, saturation, hue))."""
@@ -498,32 +592,68 @@ def sample_unimatch_params(
     return UniMatchParams(jitter, b, c, s, h, order, gray, blur, sigma)
 
 
-def apply_unimatch_params(raw: Tensor, params: UniMatchParams) -> Tensor:
-    x = _f(raw).clone()
-    fns = {
-        "brightness": (brightness, params.brightness),
-        "contrast": (contrast, params.contrast),
-        "saturation": (color, params.saturation),
-        # torchvision's PIL adjust_hue: np.int8(hue_factor * 255) added to the 8-bit H channel with wrap-around
-        "hue": (hue, _trunc_int(params.hue * 255)),
-    }
-    for slot in range(4):
-        for k, name in enumerate(_JITTER_OPS):
-            idx = torch.nonzero(params.jitter & (params.order[:, slot] == k)).flatten()
-            if idx.numel() == 0:
-                continue
-            fn, mag = fns[name]
-            d = idx.to(x.device)
-            x[d] = fn(x[d], mag[idx])
-    idx = torch.nonzero(params.gray).flatten()
-    if idx.numel():
+def apply_unimatch_params(raw: Tensor, params: UniMatchParams, *, normalized: bool = False,
+                          images: Sequence[int] | Tensor | None = None) -> Tensor:
+    """The strong views of ``raw`` (B×3×H×W, 8-bit values) for drawn ``params``: per image, its jitter ops in its
+    drawn order, then grey-scale, then blur.
+
+    Returns the dtype of ``raw``, or with ``normalized`` the ImageNet-normalised float32 views
+    (:func:`normalize` of them, the same values). With ``images`` only those rows are computed; the others are
+    left uninitialised, for callers that read the listed rows alone (the CutMix source, whose view is used only
+    where a box was drawn). Each image's colour ops work in place on its own row of one float32 batch (the
+    output, when that is float32), so nothing is gathered, stacked or copied per op; the blur then runs once
+    over the rows that drew it."""
+    if raw.dim() != 4 or raw.shape[1] != 3:
+        raise ValueError(f"expected a B×3×H×W RGB tensor, got shape {tuple(raw.shape)}")
+    B = raw.shape[0]
+    if params.jitter.shape[0] != B:
+        raise ValueError(f"params drawn for {params.jitter.shape[0]} images do not match the batch size {B}")
+    rows = list(range(B)) if images is None else [int(i) for i in images]
+    # Float32 rows worked on in place: the output itself when it is float32, else one float32 batch
+    x = torch.empty(raw.shape, dtype=torch.float32, device=raw.device)
+    # Per-image values as Python numbers, read once: factors rounded to float32 as the batched ops use them,
+    # torchvision's PIL adjust_hue shift np.int8(hue_factor·255) (added to the 8-bit H with wrap-around).
+    jitter, order, gray, blur = (t.tolist() for t in (params.jitter, params.order, params.gray, params.blur))
+    factor = [t.to(torch.float32).tolist() for t in (params.brightness, params.contrast, params.saturation)]
+    shift = _trunc_int(params.hue * 255).tolist()
+    for i in rows:
+        xi = x[i]
+        xi.copy_(raw[i])
+        if raw.is_floating_point():  # as _f: 8-bit values rounded and clipped on entry
+            xi.round_().clamp_(0, 255)
+        elif raw.dtype != torch.uint8:
+            xi.clamp_(0, 255)
+        if jitter[i]:
+            for k in order[i]:
+                if k == 3:
+                    _hue_(xi, shift[i])
+                else:
+                    (_brightness_, _contrast_, _saturation_)[k](xi, factor[k][i])
+        if gray[i]:
+            _grayscale_(xi)
+    # The blur, last, in one call for the images that drew it (a sample's result does not depend on the others)
+    blurred = [i for i in rows if blur[i]]
+    if blurred:
+        idx = torch.tensor(blurred)
         d = idx.to(x.device)
-        x[d] = grayscale(x[d])
-    idx = torch.nonzero(params.blur).flatten()
-    if idx.numel():
-        d = idx.to(x.device)
-        x[d] = gaussian_blur(x[d], params.sigma[idx])
-    return _finish(x, raw)
+        x.index_copy_(0, d, _blur_f(x.index_select(0, d), params.sigma.to(torch.float64).cpu()[idx]).clamp_(0, 255))
+    whole = len(rows) == B
+    if normalized:  # (x/255 − mean)/std, the operations of harness.data.transforms.normalize
+        from harness.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # lazy: avoids importing the data layer
+
+        mean = torch.tensor(IMAGENET_MEAN, device=raw.device, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=raw.device, dtype=torch.float32).view(3, 1, 1)
+        for xi in [x] if whole else [x[i] for i in rows]:
+            xi.div_(255.0).sub_(mean).div_(std)
+        return x
+    if raw.dtype == torch.float32:
+        return x
+    if whole:
+        return x.to(raw.dtype)
+    out = torch.empty_like(raw)
+    for i in rows:
+        out[i].copy_(x[i])
+    return out
 
 
 def unimatch_strong(raw_u8: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -564,6 +694,80 @@ def box_from_draws(size, area_frac: float, ratio: float, x: int, y: int) -> Box 
     return None
 
 
+def unimatch_cutmix_box_coords(
+    batch_size: int,
+    size,
+    p: float = 0.5,
+    generator: torch.Generator | None = None,
+    *,
+    area_range: tuple[float, float] = (0.02, 0.4),
+    ratio_range: tuple[float, float] = (0.3, 1 / 0.3),
+) -> Tensor:
+    """B×4 int64 CPU boxes (top, left, height, width), each sample its own, drawn with probability p; a sample
+    without a box has height = width = 0.
+
+    Draw order: apply flags (B), area fractions (B), then rounds of (ratio, x, y) for the samples still
+    pending, until every applied sample's box fits."""
+    H, W = _hw(size)
+    B = batch_size
+    apply = (uniform_draws(B, generator) < p).tolist()
+    frac = (area_range[0] + (area_range[1] - area_range[0]) * uniform_draws(B, generator)).tolist()
+    area = [f * (H * W) for f in frac]
+    boxes = [[0, 0, 0, 0] for _ in range(B)]
+    pending = [b for b in range(B) if apply[b]]
+    # Rejection rounds: the draws are torch's (n values per round, as always); the few per-box operations are
+    # the same float64 operations in Python (IEEE division and square root), cheaper than tensor calls.
+    lo, span = ratio_range[0], ratio_range[1] - ratio_range[0]
+    while pending:
+        n = len(pending)
+        r = (lo + span * uniform_draws(n, generator)).tolist()
+        xs = integer_draws(0, W, n, generator).tolist()
+        ys = integer_draws(0, H, n, generator).tolist()
+        still = []
+        for b, ratio, x, y in zip(pending, r, xs, ys):
+            w = math.floor(math.sqrt(area[b] / ratio))
+            h = math.floor(math.sqrt(area[b] * ratio))
+            if x + w <= W and y + h <= H:
+                boxes[b] = [y, x, h, w]
+            else:
+                still.append(b)
+        pending = still
+    return torch.tensor(boxes, dtype=torch.int64).view(B, 4)
+
+
+def box_masks(boxes: Tensor, size, device=None) -> Tensor:
+    """B×H×W bool masks of boxes given as (top, left, height, width) rows."""
+    H, W = _hw(size)
+    b = torch.as_tensor(boxes).view(-1, 4, 1, 1)
+    if device is not None:
+        b = b.to(device)
+    rows = torch.arange(H, device=b.device).view(1, H, 1)
+    cols = torch.arange(W, device=b.device).view(1, 1, W)
+    top, left, h, w = b.unbind(1)
+    return (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+
+
+def boxed_rows(boxes: Tensor) -> list[int]:
+    """Indices of the (top, left, height, width) rows that hold a non-empty box."""
+    return torch.nonzero(boxes[:, 2] * boxes[:, 3] > 0).flatten().tolist()
+
+
+def paste_boxes(dst: Tensor, src: Tensor, boxes: Tensor) -> Tensor:
+    """In place: inside image b's box (a (top, left, height, width) row of ``boxes``), ``dst[b]`` takes
+    ``src[b]``; elsewhere ``dst`` is unchanged. The same values as ``torch.where(box_masks(boxes), src, dst)``
+    without a mask or a new batch; ``src`` is read only inside the boxes. ``dst``, ``src``: B×…×H×W, and
+    ``src`` must not share memory with ``dst`` (a permutation of the batch is pasted from a copy)."""
+    if dst.shape != src.shape:
+        raise ValueError(f"paste_boxes: dst {tuple(dst.shape)} and src {tuple(src.shape)} differ in shape")
+    boxes = torch.as_tensor(boxes)
+    if boxes.shape != (dst.shape[0], 4):
+        raise ValueError(f"paste_boxes: expected {dst.shape[0]}×4 boxes, got {tuple(boxes.shape)}")
+    for b, (top, left, h, w) in enumerate(boxes.tolist()):
+        if h > 0 and w > 0:
+            dst[b, ..., top : top + h, left : left + w] = src[b, ..., top : top + h, left : left + w]
+    return dst
+
+
 def unimatch_cutmix_boxes(
     batch_size: int,
     size,
@@ -574,38 +778,11 @@ def unimatch_cutmix_boxes(
     ratio_range: tuple[float, float] = (0.3, 1 / 0.3),
     device=None,
 ) -> Tensor:
-    """B×H×W bool masks, each sample its own box (applied with probability p; else all False).
-
-    Draw order: apply flags (B), area fractions (B), then rounds of (ratio, x, y) for the samples still
-    pending, until every applied sample's box fits."""
-    H, W = _hw(size)
-    B = batch_size
-    apply = (uniform_draws(B, generator) < p).cpu()
-    frac = (area_range[0] + (area_range[1] - area_range[0]) * uniform_draws(B, generator)).cpu()
-    area = frac * (H * W)
-    top = torch.zeros(B, dtype=torch.int64)
-    left = torch.zeros(B, dtype=torch.int64)
-    hh = torch.zeros(B, dtype=torch.int64)
-    ww = torch.zeros(B, dtype=torch.int64)
-    pending = apply.clone()
-    while bool(pending.any()):
-        idx = torch.nonzero(pending).flatten()
-        n = idx.numel()
-        r = (ratio_range[0] + (ratio_range[1] - ratio_range[0]) * uniform_draws(n, generator)).cpu()
-        xs = integer_draws(0, W, n, generator).cpu()
-        ys = integer_draws(0, H, n, generator).cpu()
-        w = torch.floor(torch.sqrt(area[idx] / r)).to(torch.int64)
-        h = torch.floor(torch.sqrt(area[idx] * r)).to(torch.int64)
-        ok = (xs + w <= W) & (ys + h <= H)
-        acc = idx[ok]
-        top[acc], left[acc], hh[acc], ww[acc] = ys[ok], xs[ok], h[ok], w[ok]
-        pending[acc] = False
-    rows = torch.arange(H).view(1, H, 1)
-    cols = torch.arange(W).view(1, 1, W)
-    t, l = top.view(B, 1, 1), left.view(B, 1, 1)
-    mask = (rows >= t) & (rows < t + hh.view(B, 1, 1)) & (cols >= l) & (cols < l + ww.view(B, 1, 1))
-    mask &= apply.view(B, 1, 1)
-    return mask.to(device) if device is not None else mask
+    """B×H×W bool masks, each sample its own box (applied with probability p; else all False): the masks of
+    :func:`unimatch_cutmix_box_coords`, from the same draws."""
+    boxes = unimatch_cutmix_box_coords(batch_size, size, p, generator, area_range=area_range,
+                                       ratio_range=ratio_range)
+    return box_masks(boxes, size, device)
 
 
 def unimatch_cutmix_box(

@@ -22,7 +22,7 @@ from typing import Literal
 import pydantic
 import torch
 
-from harness.augment import unimatch_cutmix_boxes
+from harness.augment import box_masks, boxed_rows, paste_boxes, sample_unimatch_params, unimatch_cutmix_box_coords
 from harness.hookspecs import hookimpl
 from harness.method import MethodConfig, StepOutput
 from methods.components.losses import unimatch_unsup_loss
@@ -55,10 +55,14 @@ class FixMatch(UniMatch):
         cfg = self.config
         source = self.cutmix_source(unlabeled)
         B, _, H, W = unlabeled.image.shape
-        x_s = _strong(unlabeled.raw)
-        box = unimatch_cutmix_boxes(B, (H, W), cfg.cutmix_p, device=unlabeled.image.device)
-        src_s = x_s[source.perm] if source.perm is not None else _strong(source.raw)
-        x_s = torch.where(box.unsqueeze(1), src_s, x_s)
+        params = sample_unimatch_params(B)
+        boxes = unimatch_cutmix_box_coords(B, (H, W), cfg.cutmix_p)
+        x_s = _strong(unlabeled.raw, params)
+        # the source's view is used only inside the boxes: computed for the images with one, pasted in place
+        src_s = x_s[source.perm] if source.perm is not None else _strong(
+            source.raw, sample_unimatch_params(B), boxed_rows(boxes))
+        paste_boxes(x_s, src_s, boxes)
+        box = box_masks(boxes, (H, W), unlabeled.image.device)
         src_pseudo, src_conf = self.source_pseudo_labels(source)
 
         B_l = labeled.image.shape[0]

@@ -4,9 +4,9 @@ One training step (§2.3):
 
 1. CutMix source pseudo-labels: the model in **eval** mode, no grad, on the source weak view ``x_w'``
    → ``ŷ' = argmax``, ``c' = max softmax``.
-2. Two strong views ``x_s1``, ``x_s2`` of the weak crop (``harness.augment.unimatch_strong``), each with its
-   own CutMix box (``unimatch_cutmix_boxes``, p = ``cutmix_p``) into which the source's strong views
-   ``x_s1'``, ``x_s2'`` are pasted (same coordinates).
+2. Two strong views ``x_s1``, ``x_s2`` of the weak crop (``harness.augment.apply_unimatch_params``, the
+   ``unimatch_strong`` view), each with its own CutMix box (``unimatch_cutmix_box_coords``, p = ``cutmix_p``)
+   into which the source's strong views ``x_s1'``, ``x_s2'`` are pasted (same coordinates).
 3. Train mode. Forward A on ``concat(x_l, x_w)`` with feature perturbation → ``z_l, z_w, z_fp``;
    forward B on ``concat(x_s1, x_s2)`` → ``z_s1, z_s2`` (this grouping defines the BN batch statistics).
 4. Pseudo-labels from forward A, detached: ``ŷ = argmax z_w``, ``c = max softmax z_w``; inside box_j they are
@@ -48,7 +48,8 @@ from typing import Literal
 import pydantic
 import torch
 
-from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
+from harness.augment import (apply_unimatch_params, box_masks, boxed_rows, paste_boxes, sample_unimatch_params,
+                             unimatch_cutmix_box_coords)
 from harness.hookspecs import hookimpl
 from harness.method import Batch, Method, MethodConfig, StepOutput
 from methods.components.losses import unimatch_unsup_loss
@@ -124,9 +125,10 @@ class UniMatchConfig(MethodConfig):
         return v
 
 
-def _strong(raw: torch.Tensor) -> torch.Tensor:
-    """Normalised UniMatch strong view of an 8-bit batch."""
-    return normalize(unimatch_strong(raw))
+def _strong(raw: torch.Tensor, params, images: list[int] | None = None) -> torch.Tensor:
+    """Normalised UniMatch strong views of an 8-bit batch for drawn ``params`` (only the rows ``images`` when
+    given; the others are left uninitialised)."""
+    return apply_unimatch_params(raw, params, normalized=True, images=images)
 
 
 def _max_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,22 +168,27 @@ class UniMatch(Method):
         raise ValueError(f"unsupported cutmix_source {mode!r}")
 
     def make_views(self, unlabeled: Batch) -> UniMatchViews:
-        """Draw the source, the two strong views and their CutMix boxes, and paste (§2.3 step 2)."""
+        """Draw the source, the two strong views and their CutMix boxes, and paste (§2.3 step 2).
+
+        Every draw is made first, in the documented order; then the views are built. The source's strong view of
+        an image is used only inside its box, so it is computed only for the images that drew a box and pasted
+        into the view in place (the same values as ``torch.where(box, source view, view)``)."""
         source = self.cutmix_source(unlabeled)
         B, _, H, W = unlabeled.image.shape
         dev = unlabeled.image.device
-        x_s1 = _strong(unlabeled.raw)
-        x_s2 = _strong(unlabeled.raw)
-        box1 = unimatch_cutmix_boxes(B, (H, W), self.config.cutmix_p, device=dev)
-        box2 = unimatch_cutmix_boxes(B, (H, W), self.config.cutmix_p, device=dev)
+        params1, params2 = sample_unimatch_params(B), sample_unimatch_params(B)
+        boxes1 = unimatch_cutmix_box_coords(B, (H, W), self.config.cutmix_p)
+        boxes2 = unimatch_cutmix_box_coords(B, (H, W), self.config.cutmix_p)
+        x_s1, x_s2 = _strong(unlabeled.raw, params1), _strong(unlabeled.raw, params2)
         if source.perm is not None:   # shuffled: the source's strong views are the permuted ones of this batch
             src_s1, src_s2 = x_s1[source.perm], x_s2[source.perm]
         else:
-            src_s1 = _strong(source.raw)
-            src_s2 = _strong(source.raw)
-        x_s1 = torch.where(box1.unsqueeze(1), src_s1, x_s1)
-        x_s2 = torch.where(box2.unsqueeze(1), src_s2, x_s2)
-        return UniMatchViews(x_s1, x_s2, box1, box2, source)
+            src_params1, src_params2 = sample_unimatch_params(B), sample_unimatch_params(B)
+            src_s1 = _strong(source.raw, src_params1, boxed_rows(boxes1))
+            src_s2 = _strong(source.raw, src_params2, boxed_rows(boxes2))
+        paste_boxes(x_s1, src_s1, boxes1)
+        paste_boxes(x_s2, src_s2, boxes2)
+        return UniMatchViews(x_s1, x_s2, box_masks(boxes1, (H, W), dev), box_masks(boxes2, (H, W), dev), source)
 
     @torch.no_grad()
     def source_pseudo_labels(self, source: CutMixSource) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,8 @@ Each (pipeline, crop, workers) cell builds a fresh loader, discards ``--warmup``
 prefetch fill) and times the next ``--batches``. The tree (default 200 images, about 500×375, a quarter
 portrait 375×500, JPEG quality 90, smooth random colour fields plus textured shapes and fine noise so
 decode cost is realistic; VOC-palette PNG masks with 255 void borders; ``JPEGImages/``,
-``SegmentationClass/``, split lists ``JPEGImages/x.jpg SegmentationClass/x.png`` under ``splits/``) is
+``SegmentationClass/``, split lists ``JPEGImages/x.jpg SegmentationClass/x.png`` under ``splits/``: the last
+tenth of the images, at most 50, for validation, the others halved into labeled and unlabeled) is
 written once into ``--tree DIR`` and reused on later runs (default: a temporary folder, removed at the end).
 Prints a table and writes JSON (machine, torch version, date, command line, settings, results).
 """
@@ -47,7 +48,7 @@ import torch
 from PIL import Image, ImageDraw
 from machine import machine_info as shared_machine_info, write_report
 
-TREE_VERSION = 1
+TREE_VERSION = 2  # 2: the validation list has its own images (the loader refuses lists that share images)
 TREE_MARKER = "bench_tree.json"
 SPLIT_DIR = "pascal/bench"
 
@@ -161,8 +162,10 @@ def ensure_tree(root: Path, n: int, seed: int = 0, log=print) -> dict:
         jpg_bytes.append(jp.stat().st_size)
         png_bytes.append(mp.stat().st_size)
         entries.append(f"JPEGImages/{name}.jpg SegmentationClass/{name}.png")
-    half = max(1, n // 2)
-    lists = {"labeled": entries[:half], "unlabeled": entries[half:], "val": entries[:min(half, 50)]}
+    n_val = max(1, min(50, n // 10))  # the last images; the training lists must not hold an evaluated image
+    train = entries[:n - n_val]
+    half = max(1, len(train) // 2)
+    lists = {"labeled": train[:half], "unlabeled": train[half:], "val": entries[n - n_val:]}
     (root / "splits" / SPLIT_DIR).mkdir(parents=True)
     for key, lines in lists.items():
         (root / "splits" / SPLIT_DIR / f"{key}.txt").write_text("\n".join(lines) + "\n")
@@ -376,8 +379,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = machine_info("cpu")
-    if args.images < 2:
-        ap.error("--images must be at least 2 (half labeled, half unlabeled)")
+    if args.images < 3:
+        ap.error("--images must be at least 3 (labeled, unlabeled and validation images)")
 
     from harness.data import build_train_loader
 

@@ -131,6 +131,15 @@ def bbox(mask: Tensor) -> list[int] | None:
     return [int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1]
 
 
+def box_coords(masks: Tensor) -> Tensor:
+    """B×4 (top, left, height, width) of rectangular B×H×W masks (0 × 0 where a mask is empty)."""
+    rows = []
+    for m in masks.bool():
+        b = bbox(m)
+        rows.append([0, 0, 0, 0] if b is None else [b[0], b[2], b[1] - b[0], b[3] - b[2]])
+    return torch.tensor(rows, dtype=torch.int64)
+
+
 def load_golden(name: str) -> dict:
     return json.loads((GOLDEN_DIR / f"{name}.json").read_text())
 
@@ -253,7 +262,9 @@ def unimatch_step_inputs(seed: int) -> dict[str, Tensor]:
 
 def harness_unimatch_step(case: dict) -> dict:
     """One ``UniMatch.training_step`` on the case's inputs, its strong views and boxes substituted for the
-    harness's own draws (``_strong`` and ``unimatch_cutmix_boxes`` answer them in draw order), then backward."""
+    harness's own draws (``_strong`` and ``unimatch_cutmix_box_coords`` answer them in draw order, and no strong-view
+    parameters are drawn, so that the global RNG reaches the Dropout2d masks as in the official step), then
+    backward."""
     inp = unimatch_step_inputs(case["seed"])
     model = tiny_model(case["seed"])
     fp = fingerprint(inp, model.state_dict())
@@ -264,9 +275,10 @@ def harness_unimatch_step(case: dict) -> dict:
     second = Batch(raw=raw, image=inp["img_u_w_mix"], valid=inp["ignore_mask_mix"] != 255)
     unlabeled = Batch(raw=raw, image=inp["img_u_w"], valid=inp["ignore_mask"] != 255, second=second)
     views = iter([inp["img_u_s1"], inp["img_u_s2"], inp["img_u_s1_mix"], inp["img_u_s2_mix"]])
-    boxes = iter([inp["cutmix_box1"].bool(), inp["cutmix_box2"].bool()])
-    with mock.patch.object(unimatch_module, "_strong", lambda raw: next(views)), \
-            mock.patch.object(unimatch_module, "unimatch_cutmix_boxes", lambda *a, **k: next(boxes)):
+    boxes = iter([box_coords(inp["cutmix_box1"]), box_coords(inp["cutmix_box2"])])
+    with mock.patch.object(unimatch_module, "sample_unimatch_params", lambda *a, **k: None), \
+            mock.patch.object(unimatch_module, "_strong", lambda raw, params, images=None: next(views)), \
+            mock.patch.object(unimatch_module, "unimatch_cutmix_box_coords", lambda *a, **k: next(boxes)):
         torch.manual_seed(case["dropout_seed"])
         out = method.training_step(labeled, unlabeled, 0)
     out.loss.backward()
