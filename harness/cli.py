@@ -366,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--per-class", action="store_true")
-    p.add_argument("--split", choices=["val", "labeled", "unlabeled"], default="val",
-                   help="list to evaluate on (default val); labeled/unlabeled for diagnostics, their masks must exist")
+    p.add_argument("--split", choices=["val", "labeled", "unlabeled", "selection"], default="val",
+                   help="list to evaluate on (default val); selection: the protocol's held-out selection split; "
+                        "labeled/unlabeled for diagnostics, their masks must exist")
     p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
                    help="also report the pixels predicted with probability >= TAU: how many, how many correct, "
                         "per class (the quality of thresholded pseudo-labels of this network)")
@@ -381,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="picture of a run's predictions: image, ground truth, prediction, pseudo-label")
     p.add_argument("run", help="a run directory or its latest.pt")
     p.add_argument("--out", required=True, help="output image, e.g. predictions.png")
-    p.add_argument("--split", choices=["val", "labeled", "unlabeled"], default="val")
+    p.add_argument("--split", choices=["val", "labeled", "unlabeled", "selection"], default="val")
     p.add_argument("--images", type=int, default=6, help="images (rows), spread evenly over the list (default 6)")
     p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
                    help="threshold of the pseudo-label column (default: the method's tau, else 0.95)")
@@ -416,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="paper-style table of finished runs (mean ± std over seeds, reported rows)")
     p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST",
                    help="results folder(s) searched for record.json, or a grid manifest")
-    p.add_argument("--metric", choices=["final", "best"], default="final",
-                   help="final checkpoint (default) or best-on-val (selected on the evaluation set)")
+    p.add_argument("--metric", choices=["final", "best", "selected"], default="final",
+                   help="final checkpoint (default), best-on-val (selected on the evaluation set), or selected: val "
+                        "mIoU at the evaluation that is best on the protocol's held-out selection split")
     p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     p.add_argument("--delta", action="store_true",
                    help="show Δ vs the supervised row of the same protocol, with its 95%% interval and p-value")
@@ -443,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels: only these protocols")
     p.add_argument("--method", action="append", metavar="M",
                    help="only this method (repeatable)")
-    p.add_argument("--metric", choices=["final", "best"], default="final")
+    p.add_argument("--metric", choices=["final", "best", "selected"], default="final",
+                   help="final checkpoint, best-on-val, or selected on the held-out selection split")
     p.add_argument("--per-run", action="store_true", help="curves: one line per seed instead of mean ± std band")
     p.add_argument("--out", required=True, help="output image, e.g. plot.png")
     p.set_defaults(func=cmd_plot)

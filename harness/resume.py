@@ -43,8 +43,24 @@ def comparable(doc: dict[str, Any]) -> dict[str, Any]:
     the ``--set`` text, which may spell them differently; not the protocol file's path, which moves with the
     checkout)."""
     return {"method": {k: doc["method"][k] for k in ("name", "config")},
-            "protocol": {k: v for k, v in doc["protocol"].items() if k != "source"},
+            "protocol": _trained_protocol(doc["protocol"]),
             **{k: doc[k] for k in ("seed", "total_steps")}}
+
+
+#: protocol keys added after runs were recorded, compared only when set: a run recorded without them (None now)
+#: resumes under the harness that has them
+_OPTIONAL_PROTOCOL_KEYS = ("split_of", "split_seed")
+
+
+def _trained_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The part of a protocol that decides what is trained: not its file, not its selection split (only
+    evaluated, to choose a checkpoint; a run started before the protocol had one resumes with it), and the
+    split-seed labels only when set."""
+    out = {k: v for k, v in protocol.items()
+           if k != "source" and not (k in _OPTIONAL_PROTOCOL_KEYS and v is None)}
+    if isinstance(out.get("splits"), dict):
+        out["splits"] = {k: v for k, v in out["splits"].items() if k != "selection"}
+    return out
 
 
 def _device_type(doc: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ Reporting rules (the benchmarks spec §4, §8; the reported spec):
 - one column group per (dataset, split family), named in the caption; columns ordered by labeled count;
 - cells are mean ± sample std (n − 1) over seeds with n, e.g. ``72.31 ± 0.84 (3)``; a single run shows no ±;
 - the headline is the final checkpoint; ``metric="best"`` uses best-on-val and titles every column
-  "best-on-val (selected on the evaluation set)";
+  "best-on-val (selected on the evaluation set)"; ``metric="selected"`` uses the val mIoU of the evaluation that is
+  best on the protocol's selection split (held-out training images) and titles every column so;
 - a row × column without a finished run, or with fewer seeds than the table's usual n, is "—" with a note;
 - reported numbers appear only as marked reference rows, only where backbone, crop, split family and evaluation
   mode match the column; never for the synthetic dataset; never an S4MIM row;
@@ -36,7 +37,7 @@ REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone"
                     "selection", "source_type", "source", "note"]
 
 FAMILY_ORDER = ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "cityscapes-st++", "ade20k", "coco-unimatch",
-                "synthetic-pt", "synthetic"]
+                "synthetic-pt", "synthetic-pt-split-seeds", "synthetic", "synthetic-split-seeds"]
 FAMILY_NAMES = {
     "voc-classic": "VOC classic (labeled ⊂ fine 1,464)",
     "voc-blended": "VOC blended, CPS-style lists",
@@ -47,8 +48,17 @@ FAMILY_NAMES = {
     "coco-unimatch": "COCO, 81 classes (UniMatch lists)",
     "synthetic": "synthetic, encoder from scratch",
     "synthetic-pt": "synthetic, pretrained encoder (built-in shapes-v1)",
+    "synthetic-split-seeds": "synthetic, encoder from scratch, split seeds (other draws of the labeled lists)",
+    "synthetic-pt-split-seeds": "synthetic, pretrained encoder, split seeds (other draws of the labeled lists)",
 }
 BEST_TITLE = "best-on-val (selected on the evaluation set)"
+SELECTED_TITLE = "selected on the held-out selection split (training images), val mIoU"
+METRIC_TITLES = {"best": BEST_TITLE, "selected": SELECTED_TITLE}
+
+
+def metric_title(metric: str) -> str:
+    """How a table or plot names the checkpoint its numbers come from."""
+    return METRIC_TITLES.get(metric, "final checkpoint")
 SUPERVISED_REPORTED = {"SupBaseline", "SupOnly"}
 
 
@@ -471,10 +481,10 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
     for r in runs[runs[METRIC_COLUMNS[metric]].notna()].itertuples(index=False):
         per_seed[(r.method, r.settings_hash, r.protocol)][r.seed] = float(getattr(r, METRIC_COLUMNS[metric]))
     notes: list[str] = []
-    if metric == "best":
-        no_best = runs[runs["best_miou"].isna()]
-        for r in no_best.itertuples():
-            notes.append(f"{r.record_path}: no best_on_val value; not counted.")
+    if metric in ("best", "selected"):
+        key = "best_on_val" if metric == "best" else "selected (no selection split, or an older harness)"
+        for r in runs[runs[METRIC_COLUMNS[metric]].isna()].itertuples():
+            notes.append(f"{r.record_path}: no {key} value; not counted.")
     columns, col_notes = _columns(runs, agg)
     notes += col_notes
 
@@ -661,9 +671,9 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
 
     all_rows = rows + ref_rows
     caption = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval)
-    title = ("Δ mIoU vs supervised" if delta else "mIoU") + (f" — {BEST_TITLE}" if metric == "best" else "")
+    title = ("Δ mIoU vs supervised" if delta else "mIoU") + (f" — {metric_title(metric)}" if metric != "final" else "")
     for c in columns:
-        c.header = c.id + (f" — {BEST_TITLE}" if metric == "best" else "")
+        c.header = c.id + (f" — {metric_title(metric)}" if metric != "final" else "")
     interp = method_notes(r.method for r in rows)
     return Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
                  interval=interval)
@@ -717,7 +727,10 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
     what = ("mIoU (%) on the validation set of the final checkpoint (the EMA teacher for mean teacher, iMAS and "
             "combined)") if metric == "final" else (
         f"mIoU (%) {BEST_TITLE}: the best of the periodic evaluations, chosen on the set it is reported on "
-        f"(optimistic; the harness headline is the final checkpoint)")
+        f"(optimistic; the harness headline is the final checkpoint)") if metric == "best" else (
+        f"mIoU (%) on the validation set, {SELECTED_TITLE}: at each run's evaluation with the highest mIoU on its "
+        f"protocol's selection split, training images held out from the labeled list and from val whose labels only "
+        f"choose the checkpoint (no selection on the reported set; the harness headline is the final checkpoint)")
     spread = ("half-width of the 95 % confidence interval of the mean (Student's t over seeds)" if interval == "ci"
               else "sample standard deviation (n − 1) over seeds")
     lines.append(what + f"; mean ± {spread}, (n) = number of seeds; a single run shows no ±.")
@@ -763,8 +776,8 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
     df, classes = per_class(runs, protocol, metric)
     sub = runs[runs["protocol"] == protocol].iloc[0]
     columns = [Column(c, header=c) for c in classes] + [Column("mIoU", header="mIoU")]
-    if metric == "best":
-        columns[-1].header = f"mIoU — {BEST_TITLE}"
+    if metric != "final":
+        columns[-1].header = f"mIoU — {metric_title(metric)}"
     rows, cells = [], {}
     df = df.assign(_o=[method_order(m) for m in df["method"]]).sort_values(["_o", "settings_hash"])
     labels, label_notes = variant_labels(runs[runs["protocol"] == protocol])
@@ -785,7 +798,7 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
             for v, c in vals:
                 c.best = v == top and top > 0
     _mark_rows_without_weights(rows, runs[runs["protocol"] == protocol], label_notes)
-    what = "final checkpoint" if metric == "final" else BEST_TITLE
+    what = metric_title(metric)
     caption = [f"Per-class IoU (%) on {protocol} (dataset {sub['dataset']}, split family {family_label(sub['family'])}, "
                f"{backbone_label(sub['backbone'])}, crop {sub['crop_size']}, eval {eval_label(sub['eval_mode'])}); "
                f"{what}; mean over seeds, (n) = number of seeds. — = class absent from the evaluation set in every "
@@ -848,8 +861,8 @@ def render_latex(t: Table) -> str:
            "\\begin{table}[t]", "\\centering", "\\small",
            "\\caption{" + tex_escape(f"{t.title}. " + " ".join(t.caption)) + "}",
            "\\begin{tabular}{" + spec + "}", "\\toprule"]
-    if t.metric == "best" and t.kind == "main":
-        out.append(f" & \\multicolumn{{{ncol}}}{{c}}{{{tex_escape(BEST_TITLE)}}} \\\\")
+    if t.metric != "final" and t.kind == "main":
+        out.append(f" & \\multicolumn{{{ncol}}}{{c}}{{{tex_escape(metric_title(t.metric))}}} \\\\")
         out.append(f"\\cmidrule(lr){{2-{ncol + 1}}}")
     if groups:
         heads, rules, start = [], [], 2
@@ -910,7 +923,8 @@ def render_csv(t: Table) -> str:
     w.writerow(["row", "kind", "method", "settings_hash", "overrides", "protocol", "dataset", "family", "labeled",
                 "metric", "mean", "std", "n", "delta", "ci95_halfwidth", "p_value", "paired", "best", "state", "cell",
                 "note"])
-    metric = "final" if t.metric == "final" else "best_on_val (selected on the evaluation set)"
+    metric = {"final": "final", "best": "best_on_val (selected on the evaluation set)",
+              "selected": "selected (on the held-out selection split; val mIoU)"}[t.metric]
     for row in t.rows:
         for col in t.columns:
             c = t.cell(row, col)
