@@ -282,6 +282,12 @@ def cmd_table(args) -> int:
     from .tables import build_per_class, build_table, load_reported, render
 
     rs = _load_results(args.sources)
+    if args.variance:
+        from .variance import build_variance_table, render_variance
+
+        vt = build_variance_table(rs, metric=args.metric, methods=args.methods, protocols=args.protocols)
+        _emit(render_variance(vt, args.format), args.out)
+        return 0
     if args.per_class:
         table = build_per_class(rs, args.per_class, metric=args.metric, methods=args.methods)
     else:
@@ -426,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ci", action="store_true",
                    help="± is the half-width of the 95%% confidence interval of the mean (t over seeds), not the std")
     p.add_argument("--per-class", metavar="PROTOCOL", help="per-class IoU table of one protocol instead")
+    p.add_argument("--variance", action="store_true",
+                   help="split variance vs seed variance instead: per method and label count, the variance between "
+                        "split seeds and between training seeds (nested ANOVA over runs on split-seed protocols)")
     p.add_argument("--reported", action=argparse.BooleanOptionalAction, default=True,
                    help="add matching reported reference rows from benchmarks/reported (default: on)")
     p.add_argument("--reported-dir", help="folder of reported-number CSVs (default: benchmarks/reported)")

@@ -672,7 +672,8 @@ def seed_split_lists(train_ids: list[str], standard_labeled: list[str], labeled_
     return lists
 
 
-def ensure_seed_splits(root: str | Path) -> list[Path]:
+def ensure_seed_splits(root: str | Path, selection_count: int = SELECTION_COUNT,
+                       split_seeds: tuple[int, ...] = SPLIT_SEEDS) -> list[Path]:
     """Write the selection split and split-seed lists a root generated before they existed lacks (drawn from its
     masks, exactly as a new generation draws them); returns the files written. Each is written atomically, so
     concurrent runs that both find it missing write the same bytes. A root this cannot read or write (made by hand,
@@ -689,7 +690,7 @@ def ensure_seed_splits(root: str | Path) -> list[Path]:
     if "split_seeds" in m:  # generated with them: the manifest lists them and reuse checks that they exist
         return []
     sp = split_root(root)
-    expected = ["selection.txt"] + [f"seed{k}/{n}/{kind}.txt" for k in SPLIT_SEEDS for n in counts
+    expected = ["selection.txt"] + [f"seed{k}/{n}/{kind}.txt" for k in split_seeds for n in counts
                                     for kind in ("labeled", "unlabeled")]
     if all((sp / rel).is_file() for rel in expected):
         return []
@@ -708,7 +709,8 @@ def ensure_seed_splits(root: str | Path) -> list[Path]:
         return cache[iid]
 
     written = []
-    for rel, ids in seed_split_lists(train_ids, largest, counts, version, present).items():
+    for rel, ids in seed_split_lists(train_ids, largest, counts, version, present, selection_count,
+                                     split_seeds).items():
         if not (sp / rel).is_file():
             try:
                 atomic_write_bytes(sp / rel, split_bytes(ids))
@@ -1019,10 +1021,13 @@ protocols:"""]
     return "\n".join(out) + "\n"
 
 
-def small_protocols_yaml(root: str | Path, family: str, budget: dict, with_full: bool = False) -> str:
+def small_protocols_yaml(root: str | Path, family: str, budget: dict, with_full: bool = False,
+                         split_seeds: bool = False) -> str:
     """Protocols over a small generated root (one labeled count) for tests and benchmarks of the harness
     itself: ``<family>-<n>`` (labeled + unlabeled) and, with ``with_full``, ``<family>-full``. A width-8
-    ``small`` model at crop 48; ``budget`` holds the budget keys (iterations, batches, lr, ...)."""
+    ``small`` model at crop 48; ``budget`` holds the budget keys (iterations, batches, lr, ...). With
+    ``split_seeds`` (a root generated with a selection split), ``<family>-<n>`` gets the selection split and
+    ``<family>-<n>-split<k>`` are added for every split seed of the root."""
     import yaml
 
     m = json.loads((Path(root) / "manifest.json").read_text())
@@ -1034,6 +1039,15 @@ def small_protocols_yaml(root: str | Path, family: str, budget: dict, with_full:
     (n,) = m["labeled_counts"]
     protocols = [{"id": f"{family}-{n}", "splits": {"labeled": split(f"{n}/labeled.txt"),
                                                    "unlabeled": split(f"{n}/unlabeled.txt"), "val": split("val.txt")}}]
+    if split_seeds:
+        if "selection.txt" not in sp:
+            raise DataError(f"{root} has no selection split: generate it with a selection_count that fits")
+        protocols[0]["splits"]["selection"] = split("selection.txt")
+        for k in m["split_seeds"]:
+            protocols.append({"id": f"{family}-{n}-split{k}", "split_of": f"{family}-{n}", "split_seed": k,
+                              "splits": {"labeled": split(f"seed{k}/{n}/labeled.txt"),
+                                         "unlabeled": split(f"seed{k}/{n}/unlabeled.txt"), "val": split("val.txt"),
+                                         "selection": split("selection.txt")}})
     if with_full:
         protocols.append({"id": f"{family}-full", "splits": {"labeled": split("full/labeled.txt"),
                                                             "val": split("val.txt")}})
