@@ -671,7 +671,8 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
 
     all_rows = rows + ref_rows
     caption = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval)
-    title = ("Δ mIoU vs supervised" if delta else "mIoU") + (f" — {metric_title(metric)}" if metric != "final" else "")
+    title = (("Δ mIoU vs supervised" if delta else "mIoU")
+             + (f" — {metric_title(metric)}" if metric != "final" else ""))
     for c in columns:
         c.header = c.id + (f" — {metric_title(metric)}" if metric != "final" else "")
     interp = method_notes(r.method for r in rows)

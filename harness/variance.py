@@ -7,8 +7,8 @@ one-way random-effects model with training seeds nested in splits, y_ij = μ + a
 e_ij ~ (0, σ²_seed), with k splits, n_i runs on split i and N = Σ n_i:
 
 - MS_between = Σ n_i (ȳ_i − ȳ)² / (k − 1), MS_within = Σ_i Σ_j (y_ij − ȳ_i)² / (N − k);
-- σ²_seed = MS_within; σ²_split = (MS_between − MS_within) / n0 with n0 = (N − Σ n_i² / N) / (k − 1) (n0 = n when
-  every split has n runs), truncated at 0 (a negative estimate means no split variance is detectable);
+- σ²_seed = MS_within; σ²_split = (MS_between − MS_within) / n0 with n0 = (N − Σ n_i² / N) / (k − 1)
+  (n0 = n when every split has n runs), truncated at 0 (a negative estimate means no split variance is detectable);
 - F = MS_between / MS_within with (k − 1, N − k) degrees of freedom tests σ²_split = 0.
 
 ``harness table ... --variance`` shows one row per method and label count (:func:`build_variance_table`). Nothing
@@ -143,8 +143,9 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
     rows.sort(key=lambda r: (r.protocol, r.labeled, method_order(r.method), r.settings_hash))
     caption = (f"Split variance against seed variance of mIoU (%), {metric_title(metric)}: for each method and "
                f"label count, runs on independently drawn labeled lists of that size (split seeds) × training seeds; "
-               f"two-level nested ANOVA (training seeds within splits). SD between splits = √σ²_split (truncated at "
-               f"0), SD between seeds = √MS_within, split share = σ²_split / (σ²_split + σ²_seed); F and p test "
+               f"two-level nested ANOVA (training seeds within splits). SD between splits = √σ²_split "
+               f"(truncated at 0), SD between seeds = √MS_within, split share = σ²_split / (σ²_split + σ²_seed); "
+               f"F and p test "
                f"σ²_split = 0 with (splits − 1, runs − splits) degrees of freedom.")
     return VarianceTable(rows, metric, caption, notes)
 

@@ -1013,7 +1013,8 @@ protocols:"""]
     description: synthetic, {n} labeled / {n_train - n} unlabeled train images
     splits:
       labeled: {sf(f'{n}/labeled.txt')}
-      unlabeled: {sf(f'{n}/unlabeled.txt')}""" + (f"\n      selection: {sf('selection.txt')}" if "selection.txt" in sp else ""))
+      unlabeled: {sf(f'{n}/unlabeled.txt')}""" + (f"\n      selection: {sf('selection.txt')}"
+                                                  if "selection.txt" in sp else ""))
     out.append(f"""  - id: synthetic-full
     description: synthetic, all {n_train} train images labeled (fully supervised reference)
     splits:
