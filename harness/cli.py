@@ -251,6 +251,18 @@ def cmd_data(args) -> int:
         ok, text = check_root(args.protocol, args.data_root, args.splits_dir)
         print(text)
         return 0 if ok else 1
+    if args.action == "draw-splits":
+        from .data.draw_splits import PRESETS, draw_splits
+        from .data.splits import resolve_split_root
+        from .plugins import get_plugin_manager
+
+        first = get_plugin_manager().protocols.get(PRESETS[args.preset].protocols[0])
+        root = resolve_split_root(first, args.splits_dir)
+        path, ids = draw_splits(args.preset, root, args.seeds, args.selection, args.out)
+        print(f"drew {len(ids)} protocols ({ids[0]} … {ids[-1]}; NOT the published splits) into {root}/drawn; "
+              f"protocol file {path}. Use them with HARNESS_PROTOCOLS={path.parent}" +
+              (f" and --splits-dir {root}" if args.splits_dir else ""))
+        return 0
     if args.action == "prepare-cityscapes":
         from .data.cityscapes import prepare_cityscapes_trainids
 
@@ -416,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("check", help="check a dataset root against a protocol's split lists")
     d.add_argument("--protocol", required=True)
     _add_data_args(d)
+    d = dsub.add_parser("draw-splits", help="draw split seeds and a selection split of VOC or Cityscapes from the "
+                                            "public train lists (documented, seeded; NOT the published splits)")
+    d.add_argument("--preset", required=True, choices=["voc-classic", "voc-blended", "cityscapes"],
+                   help="which published protocols' label counts to draw again (harness/data/draw_splits.py)")
+    d.add_argument("--seeds", type=int, nargs="+", required=True, metavar="K", help="split seeds to draw (>= 1)")
+    d.add_argument("--selection", type=int, default=200, help="images in the selection split (default 200)")
+    d.add_argument("--splits-dir", help="split root holding the published lists, where the draws are written "
+                                        "(default: $HARNESS_SPLITS, else the cache, fetched once)")
+    d.add_argument("--out", help="folder of the protocol file (default: <split root>/drawn/protocols)")
     d = dsub.add_parser("prepare-cityscapes", help="write *_labelTrainIds.png from the official *_labelIds.png")
     d.add_argument("--data-root", required=True)
     p.set_defaults(func=cmd_data)

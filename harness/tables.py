@@ -36,7 +36,8 @@ from .results import ResultSet, aggregate, canonical, filter_runs, per_class
 REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone", "crop", "os", "eval_mode",
                     "selection", "source_type", "source", "note"]
 
-FAMILY_ORDER = ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "cityscapes-st++", "ade20k", "coco-unimatch",
+FAMILY_ORDER = ["voc-classic", "voc-classic-drawn", "voc-blended", "voc-blended-drawn", "voc-u2pl", "cityscapes",
+                "cityscapes-drawn", "cityscapes-st++", "ade20k", "coco-unimatch",
                 "synthetic-pt", "synthetic-pt-split-seeds", "synthetic", "synthetic-split-seeds"]
 FAMILY_NAMES = {
     "voc-classic": "VOC classic (labeled ⊂ fine 1,464)",
@@ -49,6 +50,9 @@ FAMILY_NAMES = {
     "synthetic": "synthetic, encoder from scratch",
     "synthetic-pt": "synthetic, pretrained encoder (built-in shapes-v1)",
     "synthetic-split-seeds": "synthetic, encoder from scratch, split seeds (other draws of the labeled lists)",
+    "voc-classic-drawn": "VOC classic, DRAWN split seeds (harness data draw-splits; not the published lists)",
+    "voc-blended-drawn": "VOC blended, DRAWN split seeds (harness data draw-splits; not the published lists)",
+    "cityscapes-drawn": "Cityscapes, DRAWN split seeds (harness data draw-splits; not the published lists)",
     "synthetic-pt-split-seeds": "synthetic, pretrained encoder, split seeds (other draws of the labeled lists)",
 }
 BEST_TITLE = "best-on-val (selected on the evaluation set)"
