@@ -20,9 +20,34 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                                         "from the dataset's public repository, UniMatch or UniMatch V2, and verified)")
 
 
+def run_spec_from_args(args):
+    """The RunSpec of ``harness run``: ``--config`` file ← command line (flags and each ``--set`` win)."""
+    from .run_file import RunFile, read_run_file
+    from .runner import RunSpec, parse_set
+
+    file = read_run_file(args.config) if args.config else RunFile(Path())
+    where = f"--config {args.config}"
+    overrides = dict(file.settings)
+    origins = {key: where for key in overrides}
+    for key, value in parse_set(args.set).items():  # the command line wins over the file
+        overrides[key], origins[key] = value, "--set"
+    if args.precision is not None:  # fp32, the default, names the default run folder (normalised settings)
+        overrides["run.precision"], origins["run.precision"] = args.precision, "--precision"
+    method, protocol = args.method or file.method, args.protocol or file.protocol
+    for flag, value in (("--method", method), ("--protocol", protocol)):
+        if not value:
+            raise ConfigError(f"harness run needs {flag} (on the command line or as '{flag[2:]}:' in a --config file)")
+    seed = args.seed if args.seed is not None else (file.seed if file.seed is not None else 0)
+    return RunSpec(method=method, protocol=protocol, seed=seed, overrides=overrides, origins=origins,
+                   out=args.out, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device,
+                   workers=args.workers, force=args.force, stop_after=args.stop_after,
+                   progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                   loggers=tuple(args.logger), log_every=args.log_every)
+
+
 def cmd_run(args) -> int:
     from .engine import StopRequested
-    from .runner import RunSpec, execute, parse_set
+    from .runner import execute
 
     if args.threads is not None:
         if args.threads < 1:
@@ -31,14 +56,7 @@ def cmd_run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    overrides = parse_set(args.set)
-    if args.precision is not None:  # fp32, the default, names the default run folder (normalised settings)
-        overrides["run.precision"] = args.precision
-    spec = RunSpec(method=args.method, protocol=args.protocol, seed=args.seed, overrides=overrides,
-                   out=args.out, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device,
-                   workers=args.workers, force=args.force, stop_after=args.stop_after,
-                   progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
-                   loggers=tuple(args.logger), log_every=args.log_every)
+    spec = run_spec_from_args(args)
     try:
         record = execute(spec)
     except StopRequested as stop:
@@ -311,6 +329,16 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    from .diagnose import diagnose, render_diagnosis
+
+    rs = _load_results(args.sources)
+    d = diagnose(rs.runs, args.protocol, reference=args.reference, seed=args.seed, tau=args.tau,
+                 methods=args.methods, data_root=args.data_root, splits_dir=args.splits_dir, device=args.device)
+    _emit(render_diagnosis(d, args.format), args.out)
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plots import plot
 
@@ -350,9 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="train one method on one protocol (resumes an unfinished run)")
-    p.add_argument("--method", required=True)
-    p.add_argument("--protocol", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", help="method name (`harness list methods`); required here or in --config")
+    p.add_argument("--protocol", help="protocol id (`harness list protocols`); required here or in --config")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: --config's seed, else 0)")
+    p.add_argument("--config", metavar="RUN.yaml",
+                   help="a run described in YAML: method, protocol, seed and settings (the keys --set takes, "
+                        "nested or dotted); the command line wins over the file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method setting (e.g. tau=0.9, cmim.enabled=false) or protocol setting "
                         "(budget.*, model.*, eval.*, supervised_loss.*); changes the run's settings hash")
@@ -467,6 +498,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="+", metavar="P", help="only these protocols (shell patterns allowed)")
     p.add_argument("--out", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("diagnose", help="per class: what the supervised run keeps at τ on unlabeled images (right "
+                                        "or wrong) beside each method's IoU change against it")
+    p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST")
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--reference", default="supervised", help="the same-encoder reference method (default supervised)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference run whose checkpoint is evaluated")
+    p.add_argument("--tau", type=float, default=0.95, help="confidence threshold of the pseudo-labels (default 0.95)")
+    p.add_argument("--methods", nargs="+", metavar="M", help="only these methods")
+    p.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    _add_data_args(p)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("plot", help="plots of finished runs (PNG; needs matplotlib, the 'plot' extra)")
     p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST")

@@ -302,9 +302,14 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
                     continue
                 if v.protocols is not None and protocol not in v.protocols:
                     continue
-                overrides = {**grid.overrides, **grid.method_set.get(method, {}), **v.overrides, **(extra_set or {})}
+                layers = ((grid.overrides, f"grid {grid.name} (set)"),
+                          (grid.method_set.get(method, {}), f"grid {grid.name} (method_set.{method})"),
+                          (v.overrides, f"grid {grid.name} (variant {v.name})"), (extra_set or {}, "--set"))
+                overrides = {k: val for layer, _ in layers for k, val in layer.items()}
+                origins = {k: where for layer, where in layers for k in layer}
                 for seed in (v.seeds if v.seeds is not None else grid.seeds):
-                    spec = RunSpec(method=method, protocol=drawn, seed=seed, overrides=overrides, out=out_abs,
+                    spec = RunSpec(method=method, protocol=drawn, seed=seed, overrides=overrides,
+                                   origins=origins, out=out_abs,
                                    data_root=data_root or grid.data_root, splits_dir=splits_dir or grid.splits_dir,
                                    device=device or grid.device, workers=grid.workers if workers is None else workers,
                                    force=False, stop_after=None, progress=False,

@@ -56,6 +56,8 @@ class RunSpec:
     checkpoint_every: str | None = None  # None: the engine's default (every 30 minutes of training)
     loggers: tuple[str, ...] = ()        # observer plugins asked to record this run (e.g. "tensorboard")
     log_every: int = 50                  # steps between "train" events; not a setting of the run
+    # Where each override came from ("--set", "--config run.yaml", a grid's variant): for error messages only.
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -174,15 +176,30 @@ def default_method_config(info: MethodInfo, protocol: Protocol) -> MethodConfig:
                           f"invalid: {_format_validation(exc)}") from None
 
 
-def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any]) -> MethodConfig:
-    """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors."""
+def origin_of(keys: list[str], origins: dict[str, str]) -> str:
+    """Where the settings ``keys`` came from, in words: ``--set``, ``--config run.yaml``, …"""
+    found: list[str] = []
+    for key in keys:
+        src = next((o for k, o in origins.items() if k == key or k.startswith(key + ".") or key.startswith(k + ".")),
+                   "--set")
+        if src not in found:
+            found.append(src)
+    return " / ".join(found) or "--set"
+
+
+def build_method_config(info: MethodInfo, protocol: Protocol, method_overrides: dict[str, Any],
+                        origins: dict[str, str] | None = None) -> MethodConfig:
+    """Method defaults ← the protocol's per-method settings ← the user's overrides; unknown keys are errors.
+    ``origins`` (override key → where it was given) lets the error name the source of a bad value."""
     base = default_method_config(info, protocol)
     data = _merge(base.model_dump(), _nest(method_overrides))
     try:
         return info.cls.Config.model_validate(data)
     except pydantic.ValidationError as exc:
         fields = ", ".join(sorted(info.cls.Config.model_fields)) or "(none)"
-        raise ConfigError(f"invalid --set for method '{info.name}': {_format_validation(exc)}. Keys of this "
+        bad = [".".join(str(x) for x in e["loc"]) for e in exc.errors()]
+        raise ConfigError(f"invalid {origin_of(bad, origins or {})} for method '{info.name}': "
+                          f"{_format_validation(exc)}. Keys of this "
                           f"method: {fields}; protocol sections: {', '.join(s + '.*' for s in OVERRIDABLE_SECTIONS)}"
                           ) from None
 
@@ -254,8 +271,11 @@ def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
     method_over = {k: v for k, v in spec.overrides.items() if k not in proto_over and not k.startswith("run.")}
     base_protocol = protocol
     if proto_over:
-        protocol = protocol.with_overrides(proto_over)
-    config = build_method_config(info, protocol, method_over)
+        try:
+            protocol = protocol.with_overrides(proto_over)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (given by {origin_of(list(proto_over), spec.origins)})") from None
+    config = build_method_config(info, protocol, method_over, spec.origins)
     if info.cls.uses_unlabeled and protocol.splits.unlabeled is None:
         raise ConfigError(f"method '{info.name}' trains on unlabeled images, but protocol '{protocol.id}' has no "
                           f"unlabeled split (it is fully supervised); use a protocol with an unlabeled split or "
