@@ -94,6 +94,7 @@ class VarianceRow:
     labeled: int
     seeds_per_split: str
     components: VarianceComponents
+    label: str = ""     # the method and its settings, as the main table names the row
 
 
 @dataclass
@@ -109,7 +110,7 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
     """One row per (method, settings, standard protocol) with runs on at least one split seed: the variance
     components of the metric over its split seeds and training seeds. Runs on the standard list itself (no
     ``split_seed``) are not one of the draws and are left out (named in a note)."""
-    from .tables import method_label, method_order, metric_title
+    from .tables import method_label, method_order, metric_title, variant_labels
 
     runs = filter_runs(rs.runs, methods, None)
     if protocols:  # the standard protocol ids the split seeds are draws of, or the split-seed ids themselves
@@ -123,6 +124,7 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
         raise HarnessError(f"no finished run on a split-seed protocol (split_seed in its record) with a {metric} "
                            f"value under {', '.join(map(str, rs.roots)) or 'the given sources'}; run a grid with "
                            f"split_seeds (e.g. benchmarks/grids/synthetic-split-seeds.yaml)")
+    labels, _ = variant_labels(drawn)
     notes = []
     standard = runs[runs["split_seed"].isna() & runs["protocol"].isin(set(drawn["split_of"]))]
     if len(standard):
@@ -136,7 +138,8 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
         comp = variance_components(groups)
         counts = sorted({len(v) for v in groups.values()})
         per = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-        rows.append(VarianceRow(method, settings, str(base), int(sub["labeled"].iloc[0]), per, comp))
+        rows.append(VarianceRow(method, settings, str(base), int(sub["labeled"].iloc[0]), per, comp,
+                                labels[(method, settings)]))
         if comp.splits < 2 or comp.df_within == 0:
             notes.append(f"{method_label(method)} on {base}: {comp.splits} split seed(s), {comp.runs} run(s); the two "
                          f"components need at least two split seeds and two training seeds on one of them.")
@@ -163,10 +166,7 @@ def _cells(r: VarianceRow) -> list[str]:
 
 
 def _label(r: VarianceRow) -> str:
-    from .tables import method_label
-
-    extra = "" if r.settings_hash == "default" else f" [{r.settings_hash}]"
-    return f"{method_label(r.method)}{extra} — {r.protocol}"
+    return f"{r.label} — {r.protocol}"
 
 
 def render_variance(t: VarianceTable, fmt: str = "markdown") -> str:
