@@ -319,12 +319,16 @@ def cmd_table(args) -> int:
         _emit(render_variance(vt, args.format), args.out)
         return 0
     if args.per_class:
+        if args.compute:
+            raise HarnessError("--compute adds a column to the methods × protocols table; it does not apply to "
+                               "--per-class")
         table = build_per_class(rs, args.per_class, metric=args.metric, methods=args.methods)
     else:
         reported = load_reported(args.reported_dir) if args.reported else None
         table = build_table(rs, metric=args.metric, delta=args.delta, reported=reported, methods=args.methods,
                             interval="ci" if args.ci else "std",
-                            protocols=args.protocols, show_partial=args.partial, all_reported=args.all_reported)
+                            protocols=args.protocols, show_partial=args.partial, all_reported=args.all_reported,
+                            compute=args.compute)
     _emit(render(table, args.format), args.out)
     return 0
 
@@ -487,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variance", action="store_true",
                    help="split variance vs seed variance instead: per method and label count, the variance between "
                         "split seeds and between training seeds (nested ANOVA over runs on split-seed protocols)")
+    p.add_argument("--compute", action="store_true",
+                   help="add a compute column: time per run (GPU- or CPU-hours, mean over seeds) and relative to "
+                        "supervised")
     p.add_argument("--reported", action=argparse.BooleanOptionalAction, default=True,
                    help="add matching reported reference rows from benchmarks/reported (default: on)")
     p.add_argument("--reported-dir", help="folder of reported-number CSVs (default: benchmarks/reported)")
@@ -515,9 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="plots of finished runs (PNG; needs matplotlib, the 'plot' extra)")
     p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST")
-    p.add_argument("--kind", required=True, choices=["miou-vs-labels", "curves", "per-class"])
+    p.add_argument("--kind", required=True, choices=["miou-vs-labels", "miou-vs-compute", "curves", "per-class"])
     p.add_argument("--protocol", help="protocol (curves, per-class; required when several are present)")
-    p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels: only these protocols")
+    p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels, miou-vs-compute: only these protocols")
     p.add_argument("--method", action="append", metavar="M",
                    help="only this method (repeatable)")
     p.add_argument("--metric", choices=["final", "best", "selected"], default="final",

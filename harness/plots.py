@@ -2,6 +2,8 @@
 
 - ``miou_vs_labels``: mIoU against the number of labeled images (log x), one line per method / settings variant,
   error bars = sample std over seeds; one panel per (dataset, split family).
+- ``miou_vs_compute``: mIoU against the training time per run (log x), one point per protocol and method / settings
+  variant, labelled with its labeled count; error bars = sample std over seeds on both axes.
 - ``training_curves``: mIoU over steps, training losses and method signals (e.g. iMAS ``h_mean``, ``rho_t``),
   per run or as the mean over seeds with a ± std band.
 - ``per_class_bars``: per-class IoU bars of one protocol, error bars = std over seeds.
@@ -20,7 +22,7 @@ from .errors import HarnessError
 from .results import ResultSet, aggregate, curves, filter_runs, per_class
 from .tables import FAMILY_ORDER, metric_title, _order, dataset_order, family_label, method_order, variant_labels
 
-KINDS = ("miou-vs-labels", "curves", "per-class")
+KINDS = ("miou-vs-labels", "miou-vs-compute", "curves", "per-class")
 
 
 def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.2)):
@@ -88,6 +90,66 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("mIoU vs labeled images (mean ± std over seeds)", fontsize=11)
+    return _save(fig, out)
+
+
+def miou_vs_compute(rs: ResultSet, out: str | Path, metric: str = "final", methods: list[str] | None = None,
+                    protocols: list[str] | None = None) -> Path:
+    """Where each method's mIoU sits against what its runs cost: a panel per (dataset, split family); x = mean
+    training time per run (GPU- or CPU-hours, as the compute column of ``harness table --compute``)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    from .compute_table import unit
+    from .results import METRIC_COLUMNS
+
+    runs = filter_runs(rs.runs, methods, protocols)
+    col = METRIC_COLUMNS.get(metric)
+    if col is None:
+        raise HarnessError(f"unknown metric '{metric}'; expected one of {', '.join(METRIC_COLUMNS)}")
+    runs = runs[runs[col].notna() & runs["process_hours"].notna()]
+    if runs.empty:
+        raise HarnessError("no finished runs with a training time to plot")
+    short, _ = unit(runs)
+    minutes = runs["process_hours"].max() < 1.0  # as the table's compute column: minutes when every run is shorter
+    if minutes:
+        short = short.replace("-h", "-min")
+    labels, _ = variant_labels(runs)
+    keys = ["dataset", "family", "method", "settings_hash", "protocol", "labeled"]
+    pts = runs.groupby(keys, as_index=False).agg(miou=(col, "mean"), miou_std=(col, "std"),
+                                                   hours=("process_hours", "mean"), hours_std=("process_hours", "std"),
+                                                   n=(col, "count"))
+    if minutes:
+        pts[["hours", "hours_std"]] *= 60.0
+    datasets = dataset_order()
+    groups = sorted({(a.dataset, a.family) for a in pts.itertuples()},
+                    key=lambda g: (_order(g[0], datasets), _order(g[1], FAMILY_ORDER)))
+    fig, axes = _figure(1, len(groups), size=(6.4, 4.6))
+    for ax, (ds, fam) in zip(axes[0], groups):
+        sub = pts[(pts["dataset"] == ds) & (pts["family"] == fam)]
+        variants = sorted(sub.drop_duplicates(["method", "settings_hash"]).itertuples(),
+                          key=lambda v: (method_order(v.method), v.settings_hash != "default"))
+        for v in variants:
+            p = sub[(sub["method"] == v.method) & (sub["settings_hash"] == v.settings_hash)].sort_values("labeled")
+            ns = sorted(set(p["n"]))
+            nlab = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+            line = ax.errorbar(p["hours"], p["miou"], xerr=p["hours_std"].fillna(0.0),
+                               yerr=p["miou_std"].fillna(0.0), marker="o", capsize=2, linestyle="none",
+                               label=f"{labels[(v.method, v.settings_hash)]} ({nlab})")
+            for r in p.itertuples():
+                ax.annotate(str(r.labeled), (r.hours, r.miou), textcoords="offset points", xytext=(4, 3),
+                            fontsize=6, color=line[0].get_color())
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel(f"training time per run ({short}, log scale; mean over seeds)")
+        ax.set_ylabel("mIoU (%)" + (f" — {metric_title(metric)}" if metric != "final" else ", final checkpoint"))
+        fam_name = family_label(fam)
+        ax.set_title(ds if fam_name == ds else f"{ds}: {fam_name} (points labelled by labeled images)", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(3, len(names)), fontsize=7, frameon=False)
+    fig.suptitle("mIoU vs training time per run (mean ± std over seeds)", fontsize=11)
     return _save(fig, out)
 
 
@@ -202,6 +264,8 @@ def plot(rs: ResultSet, kind: str, out: str | Path, protocol: str | None = None,
          protocols: list[str] | None = None, metric: str = "final", per_run: bool = False) -> Path:
     if kind == "miou-vs-labels":
         return miou_vs_labels(rs, out, metric, methods, protocols or ([protocol] if protocol else None))
+    if kind == "miou-vs-compute":
+        return miou_vs_compute(rs, out, metric, methods, protocols or ([protocol] if protocol else None))
     if kind == "curves":
         return training_curves(rs, out, protocol, methods, per_run)
     if kind == "per-class":

@@ -42,11 +42,17 @@ PROTOCOL_SECTIONS = ("budget", "model", "eval", "supervised_loss")
 REQUIRED_KEYS = ("method", "protocol", "dataset", "family", "labeled", "seed", "eval_mode", "backbone",
                  "crop_size")
 
+# What a run spent (``record.json``'s ``compute``; see harness/compute.py). ``process_hours``: training wall time ×
+# processes, from ``compute.device_hours``, or from ``wall_time_s`` and ``world_size`` for records written before
+# ``compute`` existed; ``device_type`` cpu or cuda. Counts are NaN where the record has no ``compute``.
+COMPUTE_COLUMNS = ["device_type", "process_hours", "images_labeled", "images_unlabeled", "passes_with_grad",
+                   "passes_forward_only", "peak_memory_gib"]
+
 RUN_COLUMNS = ["protocol", "method", "settings_hash", "seed", "dataset", "family", "labeled", "eval_mode",
                "backbone", "crop_size", "overrides", "overrides_key", "protocol_overrides_key", "final_miou",
                "final_step", "best_miou", "best_step", "selected_miou", "selected_step", "split_of", "split_seed",
                "total_steps", "wall_time_s", "finished_at", "iou",
-               "secondary", "pretrained_source", "regime", "run_dir", "record_path"]
+               "secondary", "pretrained_source", "regime", "run_dir", "record_path", *COMPUTE_COLUMNS]
 
 
 def regime_of(pretrained_source: str | None) -> str:
@@ -199,7 +205,23 @@ def parse_record(path: Path, doc: Any) -> dict[str, Any]:
         "regime": str(doc.get("regime") or regime_of(doc.get("pretrained_source"))),
         "run_dir": str(path.parent),
         "record_path": str(path),
+        **_compute_fields(doc),
     }
+
+
+def _compute_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    compute = doc.get("compute") if isinstance(doc.get("compute"), dict) else {}
+    seen = compute.get("images_seen") if isinstance(compute.get("images_seen"), dict) else {}
+    passes = compute.get("image_passes") if isinstance(compute.get("image_passes"), dict) else {}
+    hours = _num(compute.get("device_hours"))
+    if not math.isfinite(hours):
+        world = _num(doc.get("world_size"))
+        hours = _num(doc.get("wall_time_s")) / 3600.0 * (world if math.isfinite(world) and world >= 1 else 1)
+    device = str(compute.get("device") or doc.get("device") or "").split(":")[0]
+    return {"device_type": device, "process_hours": hours, "images_labeled": _num(seen.get("labeled")),
+            "images_unlabeled": _num(seen.get("unlabeled")), "passes_with_grad": _num(passes.get("with_grad")),
+            "passes_forward_only": _num(passes.get("forward_only")),
+            "peak_memory_gib": _num(compute.get("peak_memory_gib"))}
 
 
 def _read_one(path: Path) -> tuple[dict[str, Any] | None, str | None]:

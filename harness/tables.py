@@ -1,10 +1,12 @@
 """Paper-style tables: methods × protocols (grouped by dataset and split family), per-class IoU, Δ vs supervised,
-and reported reference rows; rendered as Markdown, LaTeX (booktabs) or CSV.
+and reported reference rows; rendered as Markdown, LaTeX (booktabs; ``table_latex``) or CSV.
 
 Reporting rules (the benchmarks spec §4, §8; the reported spec):
 
 - one column group per (dataset, split family), named in the caption; columns ordered by labeled count;
-- cells are mean ± sample std (n − 1) over seeds with n, e.g. ``72.31 ± 0.84 (3)``; a single run shows no ±;
+- cells are mean ± sample std (n − 1) over seeds, e.g. ``72.31 ± 0.84``; the table's usual n is said once in the
+  caption, and a cell with another n shows it, ``72.31 ± 0.84 (2)``; a single run shows no ±;
+- the best harness value of a column is bold; a value shared by two cells at the shown precision is bold in neither;
 - the headline is the final checkpoint; ``metric="best"`` uses best-on-val and titles every column
   "best-on-val (selected on the evaluation set)"; ``metric="selected"`` uses the val mIoU of the evaluation that is
   best on the protocol's selection split (held-out training images) and titles every column so;
@@ -205,8 +207,8 @@ def _mark_rows_without_weights(rows: list[Row], runs: pd.DataFrame, notes: list[
         if prots:
             row.label += f" {WEIGHTS_MARK}"
             notes.append(f"{WEIGHTS_MARK} {row.label[:-2]}: runs on {', '.join(sorted(prots))} started from random "
-                         f"weights, not the protocol's ImageNet weights (record.json pretrained_source); not "
-                         f"comparable with rows that used them.")
+                         f"weights, not the protocol's ImageNet weights; not comparable with rows that "
+                         f"used them.")
 
 
 def family_label(family: str) -> str:
@@ -259,6 +261,7 @@ class Column:
     backbone: str = ""
     crop_size: Any = ""
     header: str = ""
+    kind: str = "result"  # result | compute (the cost column of --compute, after the column groups)
 
     @property
     def group(self) -> tuple[str, str]:
@@ -290,6 +293,7 @@ class Cell:
     halfwidth: float = math.nan  # of the 95 % interval: of the mean (--ci) or of Δ (delta view)
     p_value: float = math.nan    # delta view: against the supervised row (paired over seeds when they match)
     paired: bool | None = None
+    compute: Any = None  # --compute: what the cell's runs spent (harness.compute_table.CellCompute)
 
 
 @dataclass
@@ -306,6 +310,9 @@ class Table:
     interval: str = "std"  # std | ci: what ± means in the cells
     kind: str = "main"  # main | per-class
     grouped: bool = True
+    details: list[str] = field(default_factory=list)  # the caption's longer explanation (a note under the table)
+    diagnostics: list[str] = field(default_factory=list)  # for the person running the command: files, options
+    seeds: int = 0  # the usual number of seeds, said once in the caption; a cell with another number shows it
 
     def cell(self, row: Row, col: Column) -> Cell:
         return self.cells.get((row.key, col.id), Cell(text="", state="empty"))
@@ -320,16 +327,19 @@ class Table:
         return out
 
 
-def fmt_stats(mean: float, std: float, n: int, signed: bool = False) -> str:
+def fmt_stats(mean: float, std: float, n: int, signed: bool = False, usual_n: int | None = None) -> str:
+    """``mean ± std (n)``; the ``(n)`` is left out where ``n`` is the table's usual seed count, which the caption
+    says once."""
     m = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    count = "" if n == usual_n else f" ({n})"
     if n <= 1 or not math.isfinite(std):
-        return f"{m} ({n})"
-    return f"{m} ± {std:.2f} ({n})"
+        return m + count
+    return f"{m} ± {std:.2f}{count}"
 
 
-def fmt_delta(cmp) -> str:
+def fmt_delta(cmp, usual_n: int | None = None) -> str:
     """Δ ± its 95 % half-width, with the p-value; "n.s." when p ≥ 0.05."""
-    text = fmt_stats(cmp.delta, cmp.halfwidth, cmp.n, signed=True)
+    text = fmt_stats(cmp.delta, cmp.halfwidth, cmp.n, signed=True, usual_n=usual_n)
     if math.isfinite(cmp.p_value):
         p = "p < 0.001" if cmp.p_value < 0.001 else f"p = {cmp.p_value:.3f}"
         text += f", {p}" + ("" if cmp.significant else " n.s.")
@@ -463,9 +473,11 @@ def _keys(k: str) -> list[str]:
 
 def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, reported: pd.DataFrame | None = None,
                 methods: list[str] | None = None, protocols: list[str] | None = None,
-                show_partial: bool = False, all_reported: bool = False, interval: str = "std") -> Table:
+                show_partial: bool = False, all_reported: bool = False, interval: str = "std",
+                compute: bool = False) -> Table:
     """The methods × protocols table of a result set (see the module docstring for the rules). ``interval``:
-    ``std`` (± sample standard deviation) or ``ci`` (± half-width of the 95 % t interval of the mean)."""
+    ``std`` (± sample standard deviation) or ``ci`` (± half-width of the 95 % t interval of the mean).
+    ``compute``: add what the runs spent (``harness.compute_table``)."""
     from .results import METRIC_COLUMNS
     from .stats import compare, t_halfwidth
 
@@ -485,10 +497,11 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
     for r in runs[runs[METRIC_COLUMNS[metric]].notna()].itertuples(index=False):
         per_seed[(r.method, r.settings_hash, r.protocol)][r.seed] = float(getattr(r, METRIC_COLUMNS[metric]))
     notes: list[str] = []
+    diagnostics: list[str] = []
     if metric in ("best", "selected"):
         key = "best_on_val" if metric == "best" else "selected (no selection split, or an older harness)"
         for r in runs[runs[METRIC_COLUMNS[metric]].isna()].itertuples():
-            notes.append(f"{r.record_path}: no {key} value; not counted.")
+            diagnostics.append(f"{r.record_path}: no {key} value; not counted.")
     columns, col_notes = _columns(runs, agg)
     notes += col_notes
 
@@ -558,10 +571,11 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                 continue
             if interval == "ci":
                 half = t_halfwidth(list(per_seed[key].values()))
-                cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, half, a.n), "ok", a.mean, a.std, a.n, a.mean,
-                                                halfwidth=half)
+                cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, half, a.n, usual_n=mode_n), "ok", a.mean, a.std,
+                                                a.n, a.mean, halfwidth=half)
             else:
-                cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, a.std, a.n), "ok", a.mean, a.std, a.n, a.mean)
+                cells[(row.key, col.id)] = Cell(fmt_stats(a.mean, a.std, a.n, usual_n=mode_n), "ok", a.mean, a.std,
+                                                a.n, a.mean)
     for label, cols_missing in missing_by_row.items():
         notes.append(f"— {label}: no finished run on {', '.join(cols_missing)}.")
     if any(c.state == "empty" for c in cells.values()):
@@ -599,20 +613,15 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                               per_seed[(row.method, row.settings_hash, col.id)])
                 c.halfwidth, c.p_value, c.paired = cmp.halfwidth, cmp.p_value, cmp.paired
                 if c.state == "ok":
-                    c.text, c.value = fmt_delta(cmp), cmp.delta
+                    c.text, c.value = fmt_delta(cmp, mode_n), cmp.delta
                 elif show_partial:
                     c.text = fmt_delta(cmp) + "†"
         if no_base:
             notes.append("— no supervised run with the same protocol-level settings for: " + ", ".join(no_base) + ".")
 
-    # best mark per column among harness rows (at display precision; ties all marked)
-    for col in columns:
-        vals = [(round(c.value, 2), c) for r in rows if (c := cells.get((r.key, col.id))) is not None
-                and c.state == "ok" and math.isfinite(c.value)]
-        if len(vals) >= 1:
-            top = max(v for v, _ in vals)
-            for v, c in vals:
-                c.best = v == top and (top > 0 or not delta)  # the Δ view bolds the best improvement only
+    for col in columns:  # the Δ view bolds the best improvement only, never the least negative Δ
+        mark_best([c for r in rows if (c := cells.get((r.key, col.id))) is not None and c.state == "ok"],
+                  positive_only=delta)
 
     # reference rows
     ref_rows: list[Row] = []
@@ -670,18 +679,43 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
         notes.append("Reported rows not shown because their setting differs from the column's: " +
                      "; ".join(parts) + ".")
     if hidden_variants:
-        notes.append(f"{len(hidden_variants)} reported log row(s) with non-default settings not shown "
-                     f"(--all-reported shows them).")
+        diagnostics.append(f"{len(hidden_variants)} reported log row(s) with non-default settings not shown "
+                           f"(--all-reported shows them).")
 
     all_rows = rows + ref_rows
-    caption = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval)
+    caption, details = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval, mode_n)
     title = (("Δ mIoU vs supervised" if delta else "mIoU")
              + (f" — {metric_title(metric)}" if metric != "final" else ""))
     for c in columns:
         c.header = c.id + (f" — {metric_title(metric)}" if metric != "final" else "")
     interp = method_notes(r.method for r in rows)
-    return Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
-                 interval=interval)
+    table = Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
+                  interval=interval, details=details, diagnostics=diagnostics, seeds=mode_n)
+    if compute:
+        from .compute_table import add_compute
+
+        add_compute(table, runs)
+    return table
+
+
+def mark_best(cells: list[Cell], positive_only: bool = False) -> None:
+    """Bold the best value of a column, compared at the shown precision. The one rule for ties, in every format: a
+    value shared by two or more cells is not a winner, and none of them is bold. ``positive_only``: only a value
+    above zero may be bold (an improvement in the Δ view; an IoU that is not zero)."""
+    vals = [(float(f"{c.value:.2f}"), c) for c in cells if math.isfinite(c.value)]
+    if not vals:
+        return
+    top = max(v for v, _ in vals)
+    winners = [c for v, c in vals if v == top]
+    if len(winners) == 1 and (top > 0 or not positive_only):
+        winners[0].best = True
+
+
+TIE_RULE = "a value shared by two or more cells of a column (at the shown precision) is not bold"
+
+
+def seeds_phrase(n: int) -> str:
+    return f"over {n} seeds" if n > 1 else "one run per cell"
 
 
 def _reported_delta(ref_rows: list[Row], columns: list[Column], cells, reported: pd.DataFrame,
@@ -727,24 +761,35 @@ def _reported_delta(ref_rows: list[Row], columns: list[Column], cells, reported:
 
 
 def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric: str, delta: bool,
-             show_partial: bool, interval: str = "std") -> list[str]:
-    lines = []
-    what = ("mIoU (%) on the validation set of the final checkpoint (the EMA teacher for mean teacher, iMAS and "
-            "combined)") if metric == "final" else (
-        f"mIoU (%) {BEST_TITLE}: the best of the periodic evaluations, chosen on the set it is reported on "
-        f"(optimistic; the harness headline is the final checkpoint)") if metric == "best" else (
-        f"mIoU (%) on the validation set, {SELECTED_TITLE}: at each run's evaluation with the highest mIoU on its "
-        f"protocol's selection split, training images held out from the labeled list and from val whose labels only "
-        f"choose the checkpoint (no selection on the reported set; the harness headline is the final checkpoint)")
-    spread = ("half-width of the 95 % confidence interval of the mean (Student's t over seeds)" if interval == "ci"
-              else "sample standard deviation (n − 1) over seeds")
-    lines.append(what + f"; mean ± {spread}, (n) = number of seeds; a single run shows no ±.")
+             show_partial: bool, interval: str, seeds: int) -> tuple[list[str], list[str]]:
+    """(short caption, details): the short one says what a cell is, over how many seeds and what bold means; the
+    details, in plain words, say how it was computed and what the column groups hold."""
+    spread = "95 % confidence half-width" if interval == "ci" else "std"
+    what = "mIoU (%) of the final checkpoint" if metric == "final" else f"mIoU (%), {metric_title(metric)}"
+    over = seeds_phrase(seeds)
     if delta:
-        lines.append("Δ view: each cell is the method's mean minus the mean of the supervised row on the same "
-                     "protocol with the same protocol-level settings, ± the half-width of its 95 % confidence "
-                     "interval, and the two-sided p-value of the t-test (paired over seeds when both rows have the "
-                     "same seeds, Welch's otherwise); n.s. = not significant at 0.05. The supervised row shows its "
-                     "absolute mIoU.")
+        short = [f"Δ mIoU (points) against supervised on the same protocol, ± its 95 % confidence half-width and "
+                 f"the p-value, {over}; the supervised row shows its {what} (mean ± {spread})."]
+    else:
+        short = [f"{what}, mean ± {spread} {over}." if seeds > 1 else f"{what}, one run per cell."]
+    short.append("Best harness value per column in bold" + (" (largest improvement)" if delta else "") + ".")
+    details = []
+    details.append(("Final checkpoint: the last evaluation of each run (the EMA teacher for mean teacher, iMAS and "
+                    "combined), on the validation set.") if metric == "final" else (
+        "Best-on-val: the best of the periodic evaluations, chosen on the set it is reported on (optimistic; the "
+        "harness headline is the final checkpoint).") if metric == "best" else (
+        f"Selected: {SELECTED_TITLE}, at each run's evaluation with the highest mIoU on its protocol's selection "
+        f"split, training images held out from the labeled list and from val whose labels only choose the checkpoint "
+        f"(no selection on the reported set; the harness headline is the final checkpoint)."))
+    spread_long = ("half-width of the 95 % confidence interval of the mean (Student's t over seeds)"
+                   if interval == "ci" else "sample standard deviation (n − 1) over seeds")
+    details.append(f"± is the {spread_long}; a single run shows no ±; a cell with another number of seeds than "
+                   f"{seeds} gives it in parentheses.")
+    if delta:
+        details.append("Δ view: each cell is the method's mean minus the mean of the supervised row on the same "
+                       "protocol with the same protocol-level settings, ± the half-width of its 95 % confidence "
+                       "interval, and the two-sided p-value of the t-test (paired over seeds when both rows have "
+                       "the same seeds, Welch's otherwise); n.s. = not significant at 0.05.")
     groups: list[tuple[tuple[str, str], list[Column]]] = []
     for c in columns:
         if groups and groups[-1][0] == c.group:
@@ -756,21 +801,20 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
         settings = sorted({(c.backbone, str(c.crop_size), c.eval_mode) for c in cols})
         st = "; ".join(f"{backbone_label(b)}, crop {cr}, eval {eval_label(e)}" for b, cr, e in settings)
         desc.append(f"{ds} — split family {family_label(fam)} ({', '.join(c.id for c in cols)}; {st})")
-    lines.append("Column groups (one split family each, ordered by labeled count): " + "; ".join(desc) + ".")
-    lines.append("Best harness value of each column in bold" + (" (largest positive Δ)" if delta else "") +
-                 "; — = no (complete) result, see the notes." + (" † = fewer seeds than the other cells."
-                                                                  if show_partial else ""))
+    details.append("Column groups (one split family each, ordered by labeled count): " + "; ".join(desc) + ".")
+    details.append(f"Bold: {TIE_RULE}. — = no (complete) result, see the notes." +
+                   (" † = fewer seeds than the other cells." if show_partial else ""))
     interp = [method_label(m) for m in sorted({r.method for r in rows}, key=method_order)
               if "harness interpretation" in method_label(m)]
     if interp:
-        lines.append("Rows named \"harness interpretation\" are not the published methods: " + "; ".join(interp) +
-                     " (see the notes).")
+        details.append("Rows named \"harness interpretation\" are not the published methods: " + "; ".join(interp) +
+                       " (see the notes).")
     if ref_rows:
-        lines.append("Rows marked \"reported\" / \"released logs\" are published numbers (benchmarks/reported), "
-                     "shown only where backbone, crop, split family and evaluation mode match the column; their "
-                     "selection rule is named (best-epoch rows are selected on the validation set and optimistic "
-                     "relative to the final checkpoint).")
-    return lines
+        details.append("Rows marked \"reported\" / \"released logs\" are published numbers, shown only where "
+                       "backbone, crop, split family and evaluation mode match the column; their selection rule is "
+                       "named (best-epoch rows are selected on the validation set and optimistic relative to the "
+                       "final checkpoint).")
+    return short, details
 
 
 # --------------------------------------------------------------------------- per-class table
@@ -786,8 +830,10 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
     rows, cells = [], {}
     df = df.assign(_o=[method_order(m) for m in df["method"]]).sort_values(["_o", "settings_hash"])
     labels, label_notes = variant_labels(runs[runs["protocol"] == protocol])
+    ns = {int(n) for n in df["n"]}
+    seeds = ns.pop() if len(ns) == 1 else 0  # one count for every row: said once in the caption
     for r in df.to_dict("records"):
-        label = f"{labels[(r['method'], r['settings_hash'])]} ({r['n']})"
+        label = labels[(r['method'], r['settings_hash'])] + ("" if seeds else f" ({r['n']})")
         row = Row(f"{r['method']}/{r['settings_hash']}", label, "harness", r["method"], r["settings_hash"],
                   r["overrides"])
         rows.append(row)
@@ -797,20 +843,17 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
             cells[(row.key, c)] = Cell(f"{v:.2f}" if ok else "—", "ok" if ok else "missing", v, math.nan,
                                        int(r["n"]), v)
     for col in columns:
-        vals = [(round(c.value, 2), c) for r in rows if math.isfinite((c := cells[(r.key, col.id)]).value)]
-        if vals:
-            top = max(v for v, _ in vals)
-            for v, c in vals:
-                c.best = v == top and top > 0
+        mark_best([cells[(r.key, col.id)] for r in rows], positive_only=True)
     _mark_rows_without_weights(rows, runs[runs["protocol"] == protocol], label_notes)
     what = metric_title(metric)
-    caption = [f"Per-class IoU (%) on {protocol} (dataset {sub['dataset']}, split family {family_label(sub['family'])}, "
-               f"{backbone_label(sub['backbone'])}, crop {sub['crop_size']}, eval {eval_label(sub['eval_mode'])}); "
-               f"{what}; mean over seeds, (n) = number of seeds. — = class absent from the evaluation set in every "
-               f"seed (IoU undefined). Best value per class in bold."]
+    over = seeds_phrase(seeds) if seeds else "over seeds, (n) = number of seeds"
+    caption = [f"Per-class IoU (%) on {protocol}, {what}, mean {over}.", "Best value per class in bold."]
+    details = [f"Dataset {sub['dataset']}, split family {family_label(sub['family'])}, "
+               f"{backbone_label(sub['backbone'])}, crop {sub['crop_size']}, eval {eval_label(sub['eval_mode'])}. "
+               f"— = class absent from the evaluation set in every seed (IoU undefined). Bold: {TIE_RULE}."]
     interp = method_notes(r.method for r in rows)
     return Table(f"Per-class IoU — {protocol}", columns, rows, cells, caption, interp + label_notes, metric, False,
-                 kind="per-class", grouped=False)
+                 kind="per-class", grouped=False, details=details, seeds=seeds)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -820,6 +863,8 @@ def render(table: Table, fmt: str = "markdown") -> str:
     if fmt == "markdown":
         return render_markdown(table)
     if fmt == "latex":
+        from .table_latex import render_latex
+
         return render_latex(table)
     if fmt == "csv":
         return render_csv(table)
@@ -831,7 +876,7 @@ def _md_escape(s: str) -> str:
 
 
 def render_markdown(t: Table) -> str:
-    out = [f"**Table: {t.title}.** " + " ".join(t.caption), ""]
+    out = [f"**Table: {t.title}.** " + " ".join(t.caption + t.details), ""]
     headers = [t.stub_header] + [c.header or c.id for c in t.columns]
     out.append("| " + " | ".join(_md_escape(h) for h in headers) + " |")
     out.append("|" + "|".join([":---"] + ["---:"] * len(t.columns)) + "|")
@@ -843,73 +888,9 @@ def render_markdown(t: Table) -> str:
             txt = _md_escape(c.text)
             vals.append(f"**{txt}**" if c.best and txt else txt)
         out.append("| " + " | ".join([_md_escape(label)] + vals) + " |")
-    if t.notes:
-        out += ["", "Notes:", ""] + [f"- {n}" for n in t.notes]
+    if t.notes or t.diagnostics:
+        out += ["", "Notes:", ""] + [f"- {n}" for n in t.notes + t.diagnostics]
     return "\n".join(out) + "\n"
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---", "–": "--",
-        "−": "$-$", "Δ": r"$\Delta$", "τ": r"$\tau$", "λ": r"$\lambda$", "†": r"$^\dagger$", "⊂": r"$\subset$",
-        "²": r"$^2$", "·": r"$\cdot$", "→": r"$\rightarrow$", "≠": r"$\neq$", "≤": r"$\leq$", "≥": r"$\geq$"}
-
-
-def tex_escape(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(s))
-
-
-def render_latex(t: Table) -> str:
-    ncol = len(t.columns)
-    groups = t.groups() if t.grouped else []
-    spec = "l" + ("".join(" " + "r" * len(cols) for _, cols in groups) if groups else " " + "r" * ncol)
-    out = ["% requires \\usepackage{booktabs}",
-           "\\begin{table}[t]", "\\centering", "\\small",
-           "\\caption{" + tex_escape(f"{t.title}. " + " ".join(t.caption)) + "}",
-           "\\begin{tabular}{" + spec + "}", "\\toprule"]
-    if t.metric != "final" and t.kind == "main":
-        out.append(f" & \\multicolumn{{{ncol}}}{{c}}{{{tex_escape(metric_title(t.metric))}}} \\\\")
-        out.append(f"\\cmidrule(lr){{2-{ncol + 1}}}")
-    if groups:
-        heads, rules, start = [], [], 2
-        for (ds, fam), cols in groups:
-            heads.append(f"\\multicolumn{{{len(cols)}}}{{c}}{{{tex_escape(family_label(fam))}}}")
-            rules.append(f"\\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
-            start += len(cols)
-        out.append(" & " + " & ".join(heads) + " \\\\")
-        out.append(" ".join(rules))
-        out.append(tex_escape(t.stub_header) + " & " + " & ".join(
-            tex_escape(f"{c.labeled}") + (f" ({tex_escape(c.id)})" if not _plain_id(c) else "")
-            for c in t.columns) + " \\\\")
-    else:
-        out.append(tex_escape(t.stub_header) + " & " + " & ".join(tex_escape(c.header or c.id)
-                                                                  for c in t.columns) + " \\\\")
-    out.append("\\midrule")
-    prev_kind = None
-    for row in t.rows:
-        if prev_kind == "harness" and row.kind == "reference":
-            out.append("\\midrule")
-        prev_kind = row.kind
-        label = tex_escape(row.label)
-        if row.kind == "reference":
-            label = f"\\textit{{{label}}}"
-        vals = []
-        for col in t.columns:
-            c = t.cell(row, col)
-            txt = tex_escape(c.text)
-            vals.append(f"\\textbf{{{txt}}}" if c.best and txt else txt)
-        out.append(label + " & " + " & ".join(vals) + " \\\\")
-    out.append("\\bottomrule")
-    out.append("\\end{tabular}")
-    if t.notes:
-        out.append("\\par\\smallskip\\footnotesize")
-        out += [tex_escape(n) + "\\par" for n in t.notes]
-    out.append("\\end{table}")
-    return "\n".join(out) + "\n"
-
-
-def _plain_id(c: Column) -> bool:
-    """True when the id is the usual ``<family-ish prefix>-<labeled>`` (the header shows only the count)."""
-    return c.id.endswith(f"-{c.labeled}")
 
 
 def render_csv(t: Table) -> str:
@@ -925,9 +906,10 @@ def render_csv(t: Table) -> str:
                 w.writerow([row.label, row.kind, row.method, row.settings_hash, col.id, _num(c.mean), c.n,
                             c.best, c.text + ("*" if c.best else "")])
         return buf.getvalue()
+    compute = any(c.kind == "compute" for c in t.columns)
     w.writerow(["row", "kind", "method", "settings_hash", "overrides", "protocol", "dataset", "family", "labeled",
                 "metric", "mean", "std", "n", "delta", "ci95_halfwidth", "p_value", "paired", "best", "state", "cell",
-                "note"])
+                "note"] + (COMPUTE_CSV if compute else []))
     metric = {"final": "final", "best": "best_on_val (selected on the evaluation set)",
               "selected": "selected (on the held-out selection split; val mIoU)"}[t.metric]
     for row in t.rows:
@@ -935,15 +917,33 @@ def render_csv(t: Table) -> str:
             c = t.cell(row, col)
             if c.state == "empty":
                 continue
+            harness = row.kind == "harness"
+            extra = _compute_csv(c.compute) if compute else []
+            if col.kind == "compute":  # the row's time per run, over all its cells
+                w.writerow([row.label, row.kind, row.method, row.settings_hash, canonical(row.overrides), "compute",
+                            "", "", "", "compute", "", "", c.n or "", "", "", "", "", False, c.state, c.text, ""]
+                           + extra)
+                continue
             d = c.value if (t.delta and c.state == "ok" and row.method not in SUPERVISED_REPORTED
                             and row.method != "supervised") else math.nan
-            w.writerow([row.label, row.kind, row.method, row.settings_hash if row.kind == "harness" else "",
-                        canonical(row.overrides) if row.kind == "harness" else "", col.id, col.dataset, col.family,
-                        col.labeled, metric if row.kind == "harness" else "reported",
+            w.writerow([row.label, row.kind, row.method, row.settings_hash if harness else "",
+                        canonical(row.overrides) if harness else "", col.id, col.dataset, col.family,
+                        col.labeled, metric if harness else "reported",
                         _num(c.mean), _num(c.std), c.n or "", _num(d), _num(c.halfwidth), _num(c.p_value),
                         "" if c.paired is None else c.paired, c.best,
-                        c.state, c.text + ("*" if c.best else ""), c.note])
+                        c.state, c.text + ("*" if c.best else ""), c.note] + extra)
     return buf.getvalue()
+
+
+COMPUTE_CSV = ["hours_per_run", "hours_std", "hours_vs_supervised", "image_passes_per_run",
+               "image_passes_vs_supervised", "peak_memory_gib"]
+
+
+def _compute_csv(cc) -> list[str]:
+    if cc is None:
+        return [""] * len(COMPUTE_CSV)
+    return [_num(cc.hours), _num(cc.hours_std), _num(cc.ratio), _num(cc.passes), _num(cc.passes_ratio),
+            _num(cc.peak_memory_gib)]
 
 
 def _num(x: float) -> str:

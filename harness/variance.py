@@ -179,7 +179,7 @@ def render_variance(t: VarianceTable, fmt: str = "markdown") -> str:
             out += ["", "Notes:", ""] + [f"- {n}" for n in t.notes]
         return "\n".join(out) + "\n"
     if fmt == "latex":
-        from .tables import tex_escape
+        from .table_latex import tex_escape
 
         out = ["% requires \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering", "\\small",
                "\\caption{" + tex_escape("Split variance vs seed variance. " + t.caption) + "}",

@@ -52,7 +52,7 @@ def test_table_metric_selected_reports_the_selected_checkpoint(tmp_path, capsys)
     assert agg["n"] == 2 and agg["mean"] == pytest.approx((55.0 + 57.0) / 2)  # steps 75 and 50
     t = build_table(rs, metric="selected", reported=None)
     text = render(t, "markdown")
-    assert SELECTED_TITLE in text and "56.00 ± 1.41 (2)" in text
+    assert SELECTED_TITLE in text and "56.00 ± 1.41" in text
     assert f"{old / 'record.json'}: no selected" in text
     assert "selected (on the held-out selection split" in render(t, "csv")
     df, _ = per_class(rs.runs, "synthetic-100", "selected")
