@@ -738,6 +738,11 @@ def split_checksums(version: int = SYNTHETIC_VERSION, num_train: int = NUM_TRAIN
     return {rel: {"count": len(ids), "sha256": hashlib.sha256(split_bytes(ids)).hexdigest()} for rel, ids in lists.items()}
 
 
+def split_bytes_ids(data: bytes) -> list[str]:
+    """The ids of a split list's raw bytes (the inverse of :func:`split_bytes`)."""
+    return [Path(line.split()[0]).stem for line in data.decode().splitlines() if line.strip()]
+
+
 def split_bytes(ids: list[str]) -> bytes:
     """The raw bytes of a split list (one ``JPEGImages/<id>.jpg SegmentationClass/<id>.png`` line per id)."""
     return "".join(_line(i) for i in ids).encode()
@@ -1070,7 +1075,15 @@ def write_protocol_file(path: str | Path, root: str | Path) -> None:
     if not path.exists():
         path.write_text(protocol_yaml(root))
         return
-    splits = json.loads((Path(root) / "manifest.json").read_text())["splits"]
+    manifest = json.loads((Path(root) / "manifest.json").read_text())
+    splits = dict(manifest["splits"])
+    if "split_seeds" not in manifest:
+        # a root generated before split seeds: its manifest does not list the lists ensure_seed_splits added
+        for f in sorted(split_root(root).glob("seed*/*/*.txt")) + [split_root(root) / "selection.txt"]:
+            if f.is_file():
+                data = f.read_bytes()
+                splits[f.relative_to(split_root(root)).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                                                     "count": len(split_bytes_ids(data))}
 
     def sub(mt):
         rel = mt.group(1)

@@ -119,6 +119,12 @@ def test_an_older_root_gets_the_same_lists_on_first_use(root, tmp_path):
     for path in written:  # drawn from the masks, byte for byte what a generation writes
         assert path.read_bytes() == (root / path.relative_to(old)).read_bytes()
     assert syn.ensure_seed_splits(old, selection_count=10, split_seeds=(1, 2, 3)) == []  # then nothing to do
+    # the protocol file's checksums are rewritten from the lists an older root got (its manifest does not list them)
+    text = "  labeled: {path: seed2/6/labeled.txt, sha256: " + "0" * 64 + ", count: 1}\n"
+    (tmp_path / "p.yaml").write_text(text)
+    syn.write_protocol_file(tmp_path / "p.yaml", old)
+    want = hashlib.sha256((root / "splits" / "seed2" / "6" / "labeled.txt").read_bytes()).hexdigest()
+    assert (tmp_path / "p.yaml").read_text() == text.replace("0" * 64, want).replace("count: 1", "count: 6")
 
 
 @pytest.fixture(scope="module")

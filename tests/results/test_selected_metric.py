@@ -61,3 +61,9 @@ def test_table_metric_selected_reports_the_selected_checkpoint(tmp_path, capsys)
     assert SELECTED_TITLE in capsys.readouterr().out
     # the final-checkpoint table still counts all three
     assert aggregate(rs.runs, "final").iloc[0]["n"] == 3
+    pytest.importorskip("matplotlib")
+    for kind in ("miou-vs-labels", "per-class"):
+        png = tmp_path / f"{kind}.png"
+        assert main(["plot", str(root), "--kind", kind, "--metric", "selected", "--protocol", "synthetic-100",
+                     "--out", str(png)]) == 0
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
