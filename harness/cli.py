@@ -274,8 +274,10 @@ def cmd_data(args) -> int:
         from .data.splits import resolve_split_root
         from .plugins import get_plugin_manager
 
-        first = get_plugin_manager().protocols.get(PRESETS[args.preset].protocols[0])
-        root = resolve_split_root(first, args.splits_dir)
+        preset = PRESETS[args.preset]
+        for pid in preset.protocols + ((preset.labeled_pool,) if preset.labeled_pool else ()):
+            # the same folder for every protocol; each call fetches that protocol's published lists into the cache
+            root = resolve_split_root(get_plugin_manager().protocols.get(pid), args.splits_dir)
         path, ids = draw_splits(args.preset, root, args.seeds, args.selection, args.out)
         print(f"drew {len(ids)} protocols ({ids[0]} … {ids[-1]}; NOT the published splits) into {root}/drawn; "
               f"protocol file {path}. Use them with HARNESS_PROTOCOLS={path.parent}" +

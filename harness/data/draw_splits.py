@@ -36,7 +36,7 @@ import yaml
 from ..errors import ConfigError
 from ..records import atomic_write_bytes
 from .split_seeds import draw_selection, draw_split_seed, unlabeled_of
-from .splits import Entry, load_protocol_splits, sha256_bytes
+from .splits import DRAWN_PREFIX, Entry, load_protocol_splits, sha256_bytes
 
 DRAW_SEED_BASE = 20261205
 DEFAULT_SELECTION = 200
@@ -97,7 +97,7 @@ def draw_splits(preset: str, split_root: str | Path, seeds: Sequence[int], selec
     avoid = set(pool) if spec.labeled_pool is not None else published_labeled
     chosen = draw_selection([i for i in train if i not in avoid], selection, _key(preset))
     counts = [p.labeled_count for p in sources]
-    base = f"drawn/{preset}"
+    base = f"{DRAWN_PREFIX}{preset}"
     files = {f"{base}/selection.txt": chosen}
     held_out = set(chosen)
     for k in seeds:

@@ -37,6 +37,7 @@ Entry = tuple[str, str]
 UNIMATCH_REPO, UNIMATCH_COMMIT = UNIMATCH_SPLITS
 DEFAULT_SPLITS_URL = f"https://raw.githubusercontent.com/{UNIMATCH_REPO}/{UNIMATCH_COMMIT}/splits/"
 _FETCH_TIMEOUT_S = 60
+DRAWN_PREFIX = "drawn/"  # split lists drawn by `harness data draw-splits` (harness/data/draw_splits.py), never fetched
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -264,8 +265,16 @@ def resolve_split_root(protocol: Protocol, splits_dir: str | Path | None = None,
         return root
     root = default_splits_cache(dataset.splits_repo[1])
     if fetch:
-        fetch_splits(root, protocol_split_files(protocol), default_url=dataset.splits_url,
+        files = protocol_split_files(protocol)
+        drawn = [f for f in files if f.path.startswith(DRAWN_PREFIX)]
+        fetch_splits(root, [f for f in files if f not in drawn], default_url=dataset.splits_url,
                      origin=dataset.splits_origin)
+        missing = [f.path for f in drawn if not (root / f.path).is_file()]
+        if missing:  # drawn lists exist only where they were drawn: there is nothing to download
+            raise DataError(f"protocol {protocol.id} uses drawn split lists (harness data draw-splits, not the "
+                            f"published ones) that are not in the split cache {root}: {', '.join(missing[:3])}. "
+                            f"Draw them there with `harness data draw-splits`, or pass --splits-dir (HARNESS_SPLITS) "
+                            f"naming the folder they were drawn into")
     return root
 
 

@@ -70,3 +70,26 @@ def test_bad_seeds_are_refused(splits_copy, capsys):
     assert main(["data", "draw-splits", "--preset", "cityscapes", "--seeds", "0", "--splits-dir",
                  str(splits_copy)]) == 2
     assert "--seeds must be distinct whole numbers >= 1" in capsys.readouterr().err
+
+
+def test_drawn_lists_are_never_fetched(splits_copy, tmp_path, monkeypatch):
+    """Drawn lists exist only where they were drawn: a split cache without them is a clear error, not a download
+    from the published repository."""
+    from harness.data.splits import resolve_split_root
+    from harness.errors import DataError
+
+    out = tmp_path / "protocols"
+    assert main(["data", "draw-splits", "--preset", "cityscapes", "--seeds", "1", "--splits-dir", str(splits_copy),
+                 "--out", str(out)]) == 0
+    p = load_protocol_file(out / "cityscapes-drawn.yaml")[0]
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    monkeypatch.setenv("HARNESS_SPLITS_URL", splits_copy.as_uri() + "/")  # the published lists come from here
+    with pytest.raises(DataError, match="drawn split lists .* not in the split cache"):
+        resolve_split_root(p, None)
+    assert (cache / "splits").exists() and not list((cache / "splits").rglob("drawn"))
+    # without --splits-dir, draw-splits fetches every published list it reads into the cache, then draws there
+    assert main(["data", "draw-splits", "--preset", "voc-classic", "--seeds", "1", "--out", str(out)]) == 0
+    drawn = load_protocol_file(out / "voc-classic-drawn.yaml")
+    root = resolve_split_root(drawn[0], None)
+    assert all(load_protocol_splits(q, root)["selection"] for q in drawn)
