@@ -147,8 +147,8 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
     caption = (f"Split variance against seed variance of mIoU (%), {metric_title(metric)}: for each method and "
                f"label count, runs on independently drawn labeled lists of that size (split seeds) × training seeds; "
                f"two-level nested ANOVA (training seeds within splits). SD between splits = √σ²_split "
-               f"(truncated at 0), SD between seeds = √MS_within, split share = σ²_split / (σ²_split + σ²_seed); "
-               f"F and p test "
+               f"(truncated at 0), SD between seeds = √MS_within, split share = σ²_split / "
+               f"(σ²_split + σ²_seed); F and p test "
                f"σ²_split = 0 with (splits − 1, runs − splits) degrees of freedom.")
     return VarianceTable(rows, metric, caption, notes)
 
