@@ -168,6 +168,9 @@ def cmd_list(args) -> int:
     if args.what == "methods":
         rows = [(m.name, f"{m.distribution} {m.version}".strip(), m.description) for m in pm.methods]
         print(tabulate(rows, headers=["method", "provided by", "description"], tablefmt="simple"))
+    elif args.what == "encoders":
+        rows = [(e.name, pm.encoders.owner(e.name), e.family, e.description) for e in pm.encoders]
+        print(tabulate(rows, headers=["encoder", "registered by", "decoder", "description"], tablefmt="simple"))
     elif args.what == "datasets":
         rows = [(d.name, pm.datasets.owner(d.name), d.num_classes, d.root_env, d.description) for d in pm.datasets]
         print(tabulate(rows, headers=["dataset", "registered by", "classes", "root variable", "description"],
@@ -445,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("list", help="list methods, datasets, protocols, or a method's settings")
-    p.add_argument("what", choices=["methods", "datasets", "protocols", "settings"])
+    p = sub.add_parser("list", help="list methods, datasets, encoders, protocols, or a method's settings")
+    p.add_argument("what", choices=["methods", "datasets", "encoders", "protocols", "settings"])
     p.add_argument("name", nargs="?", help="settings: the method whose settings to list")
     p.add_argument("--protocol", help="settings: also show this protocol's values (its method_settings)")
     p.set_defaults(func=cmd_list)

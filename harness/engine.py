@@ -155,11 +155,25 @@ def build_context(protocol, device: torch.device, total_steps: int, precision: s
         rank=dist.rank, world_size=dist.world)
 
 
-def build_optimizer(model, method: Method, lr: float, head_lr_mult: float, momentum: float, weight_decay: float):
+def build_optimizer(model, method: Method, lr: float, head_lr_mult: float, momentum: float, weight_decay: float,
+                    kind: str = "sgd", betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """Two parameter groups, the backbone at ``lr`` and the head (with the method's extra modules) at
+    ``lr × head_lr_mult``, under SGD with ``momentum`` (``kind='sgd'``) or AdamW with ``betas``
+    (``kind='adamw'``, UniMatch V2's optimizer); decoupled or L2 ``weight_decay`` as each optimizer defines it."""
     head = list(model.head_parameters()) + list(method.extra_modules.parameters())
     groups = [{"params": list(model.backbone_parameters()), "lr": lr, "base_lr": lr, "name": "backbone"},
               {"params": head, "lr": lr * head_lr_mult, "base_lr": lr * head_lr_mult, "name": "head"}]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}; expected 'sgd' or 'adamw'")
+
+
+def optimizer_for(model, method: Method, budget) -> torch.optim.Optimizer:
+    """The optimizer a protocol's ``budget`` asks for."""
+    return build_optimizer(model, method, budget.lr, budget.head_lr_mult, budget.momentum, budget.weight_decay,
+                           budget.optimizer, budget.betas)
 
 
 def to_batch(data: dict | None, device: torch.device, normalize, suffix: str = "") -> Batch | None:
@@ -232,8 +246,7 @@ class Engine:
             distributed.broadcast_module(self.method.extra_modules)
             # Each rank draws its own augmentations (the model initialisation above is shared).
             torch.manual_seed(self.seed * 1009 + self.dist.rank)
-        b = p.budget
-        self.optimizer = build_optimizer(self.model, self.method, b.lr, b.head_lr_mult, b.momentum, b.weight_decay)
+        self.optimizer = optimizer_for(self.model, self.method, p.budget)
         self.val_dataset = build_val_dataset(p, self.data_root, self.split_root)
         self.selection_dataset = (build_val_dataset(p, self.data_root, self.split_root, split="selection")
                                   if p.splits.selection is not None else None)

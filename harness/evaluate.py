@@ -6,7 +6,9 @@ BatchNorm makes that the same prediction). With ``world`` > 1 rank r takes the i
 ``r, r + world, r + 2·world, …`` (no padding, nothing dropped) and the confusion matrices are summed with
 ``all_reduce``. Modes:
 
-* ``whole``: the full image; argmax of the logits.
+* ``whole``: the full image; argmax of the logits. With ``resize_multiple`` m (``whole_resize<m>``, UniMatch V2's
+  evaluation of its ViTs): the image is first resized (bilinear, corners aligned) to sides
+  ``⌊side/m + ½⌋·m``, the nearest multiples of m, and the logits are resized back the same way before the argmax.
 * ``slide`` (``slide<w>``): windows of side w (or the image side if smaller) at starts
   ``r_j = min(j·s, H − w)``, ``j = 0 … ⌈(H − w)/s⌉``, so every window lies inside the image; softmax
   probabilities summed per pixel; argmax. Windows go through the model ``batch_windows`` at a time.
@@ -34,7 +36,8 @@ from .data.transforms import normalize
 from .metrics import IGNORE_INDEX, ConfusionMatrix
 from .protocols import EvalSpec
 
-__all__ = ["window_starts", "windows", "normalize", "predict_scores", "center_crop_pair", "evaluate"]
+__all__ = ["window_starts", "windows", "normalize", "predict_scores", "center_crop_pair", "evaluate",
+           "nearest_multiple"]
 
 # --- window arithmetic ------------------------------------------------------------------------------
 
@@ -73,6 +76,31 @@ def _forward(model: nn.Module, x: torch.Tensor, autocast: Callable[[], Any] | No
     return out.float()
 
 
+def nearest_multiple(side: int, multiple: int) -> int:
+    """``⌊side/multiple + ½⌋·multiple`` (UniMatch V2's rounding; a side below ``multiple/2`` would give 0 and is
+    refused)."""
+    out = int(side / multiple + 0.5) * multiple
+    if out <= 0:
+        raise ValueError(f"an image side of {side} pixels rounds to 0 at resize_multiple {multiple}")
+    return out
+
+
+def _whole_forward(model: nn.Module, x: torch.Tensor, eval_spec: EvalSpec, autocast: Callable[[], Any] | None,
+                   memory_format: torch.memory_format) -> torch.Tensor:
+    """Logits of a batch of equal-sized normalised images, at their size (``whole`` and ``center_crop``)."""
+    m = eval_spec.resize_multiple
+    if m is None:
+        return _forward(model, x, autocast, memory_format)
+    h, w = x.shape[-2:]
+    size = (nearest_multiple(h, m), nearest_multiple(w, m))
+    if size != (h, w):
+        x = F.interpolate(x, size, mode="bilinear", align_corners=True)
+    out = _forward(model, x, autocast, memory_format)
+    if out.shape[-2:] != (h, w):
+        out = F.interpolate(out, (h, w), mode="bilinear", align_corners=True)
+    return out
+
+
 def predict_scores(model: nn.Module, x: torch.Tensor, eval_spec: EvalSpec, num_classes: int,
                    autocast: Callable[[], Any] | None = None,
                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
@@ -81,7 +109,7 @@ def predict_scores(model: nn.Module, x: torch.Tensor, eval_spec: EvalSpec, num_c
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"expected one normalised image 1×3×H×W, got shape {tuple(x.shape)}")
     if not eval_spec.mode.startswith("slide"):
-        return _forward(model, x, autocast, memory_format)[0]
+        return _whole_forward(model, x, eval_spec, autocast, memory_format)[0]
     h, w = x.shape[-2:]
     wins = windows(h, w, eval_spec.window, eval_spec.stride, truncated=eval_spec.mode == "slide_truncated")
     scores = torch.zeros(num_classes, h, w, dtype=torch.float32, device=x.device)
@@ -200,7 +228,7 @@ def evaluate(model: nn.Module, dataset_or_loader: Any, eval_spec: EvalSpec, num_
             pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # equal-sized whole images / centre crops
 
             def flush() -> None:
-                scores = _forward(model, torch.cat([x for x, _ in pending]), autocast, fmt)
+                scores = _whole_forward(model, torch.cat([x for x, _ in pending]), eval_spec, autocast, fmt)
                 for s, (_, m) in zip(scores, pending):
                     update(s, m)
                 pending.clear()

@@ -14,6 +14,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .data.registry import DatasetRegistry
+    from .models.encoders import EncoderRegistry
 
 hookspec = pluggy.HookspecMarker("harness")
 hookimpl = pluggy.HookimplMarker("harness")
@@ -26,6 +27,16 @@ def harness_register_datasets(registry: "DatasetRegistry") -> None:
     Called once at start-up, for every plugin before any ``harness_register_methods`` or
     ``harness_register_protocols``, so a plugin's protocols may name a dataset another plugin registers.
     A name registered twice is reported as a failure of the second plugin.
+    """
+
+
+@hookspec
+def harness_register_encoders(registry: "EncoderRegistry") -> None:
+    """Add encoders: ``registry.add(harness.models.encoders.Encoder(name, build, ...))``.
+
+    ``build(spec, num_classes)`` returns a :class:`harness.models.base.SegmentationModel`; protocols name the encoder
+    in ``model.backbone``. Called once at start-up, like ``harness_register_datasets``; a name registered twice is
+    reported as a failure of the second plugin.
     """
 
 

@@ -22,6 +22,7 @@ from . import hookspecs
 from .data.registry import DatasetRegistry
 from .errors import ConfigError
 from .method import Method
+from .models.encoders import EncoderRegistry
 from .protocols import ProtocolRegistry, default_protocol_dirs
 
 ENTRY_POINT_GROUP = "harness"
@@ -32,6 +33,8 @@ ENTRY_POINT_GROUP = "harness"
 # added, which keeps the old entry-point list until reinstalled) would otherwise lose datasets silently.
 BUILTIN_DATASET_MODULES = ("harness.data.voc", "harness.data.cityscapes", "harness.data.ade20k", "harness.data.coco",
                            "harness.data.synthetic")
+# The built-in encoders, for the same reason (every built-in protocol names one of them).
+BUILTIN_ENCODER_MODULES = ("harness.models.builtin_encoders",)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class PluginManager:
         self.methods.failures = self.failures
         self.datasets = DatasetRegistry()
         self.datasets.failures = self.failures
+        self.encoders = EncoderRegistry()
+        self.encoders.failures = self.failures
         self.protocols = ProtocolRegistry()
         self.protocols.failures = self.failures
         self._collect()
@@ -137,9 +142,10 @@ class PluginManager:
             self._entry_points[module] = ep
 
     def _register_builtin_datasets(self) -> None:
-        """See BUILTIN_DATASET_MODULES. An import error here is a bug of the harness itself: it propagates."""
+        """See BUILTIN_DATASET_MODULES and BUILTIN_ENCODER_MODULES. An import error here is a bug of the harness
+        itself: it propagates."""
         version = _own_version()
-        for name in BUILTIN_DATASET_MODULES:
+        for name in BUILTIN_DATASET_MODULES + BUILTIN_ENCODER_MODULES:
             module = importlib.import_module(name)
             self.pm.register(module, name=name)
             self._ordered.append(module)
@@ -168,17 +174,20 @@ class PluginManager:
         # In registration order (pluggy's get_plugins() is a set): built-in datasets first, so a plugin that registers
         # a built-in name again is the one reported, and the registries' "registered by" is reproducible.
         plugins = list(self._ordered)
-        # Datasets first, from every plugin: protocols (built-in or a plugin's) name datasets of other plugins.
-        for plugin in plugins:
-            impl = getattr(plugin, "harness_register_datasets", None)
-            if impl is None:
-                continue
-            self.datasets.current_plugin = self._label(plugin)
-            try:
-                impl(registry=self.datasets)
-            except Exception as exc:  # one plugin's bug must not take every command down
-                self.failures.append(self._failure(plugin, f"harness_register_datasets raised {_last_line(exc)}"))
-        self.datasets.current_plugin = "unknown"
+        # Datasets and encoders first, from every plugin: protocols (built-in or a plugin's) name datasets and
+        # encoders of other plugins.
+        for hook, registry in (("harness_register_datasets", self.datasets),
+                               ("harness_register_encoders", self.encoders)):
+            for plugin in plugins:
+                impl = getattr(plugin, hook, None)
+                if impl is None:
+                    continue
+                registry.current_plugin = self._label(plugin)
+                try:
+                    impl(registry=registry)
+                except Exception as exc:  # one plugin's bug must not take every command down
+                    self.failures.append(self._failure(plugin, f"{hook} raised {_last_line(exc)}"))
+            registry.current_plugin = "unknown"
         for directory in default_protocol_dirs():
             if directory.is_dir():
                 self.protocols.add_dir(directory)

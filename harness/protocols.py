@@ -53,7 +53,11 @@ class Budget(pydantic.BaseModel):
     lr: float = pydantic.Field(gt=0)
     head_lr_mult: float = pydantic.Field(gt=0)
     weight_decay: float = pydantic.Field(ge=0)
-    momentum: float = pydantic.Field(default=0.9, ge=0, lt=1)
+    optimizer: Literal["sgd", "adamw"] = pydantic.Field(
+        default="sgd", description="sgd: SGD with momentum (the ResNet recipes); adamw: AdamW with betas (UniMatch V2's "
+                                   "DINOv2 recipe); both with two groups, backbone lr and head lr x head_lr_mult")
+    momentum: float = pydantic.Field(default=0.9, ge=0, lt=1, description="SGD momentum (optimizer: sgd)")
+    betas: tuple[float, float] = pydantic.Field(default=(0.9, 0.999), description="AdamW betas (optimizer: adamw)")
     poly_power: float = pydantic.Field(default=0.9, ge=0)
     eval_every: int | None = pydantic.Field(
         default=None, gt=0, description="iterations between evaluations (default: once per epoch-equivalent, ≤ 20 evals)")
@@ -67,12 +71,18 @@ class Budget(pydantic.BaseModel):
     def _one_budget(self):
         if (self.epochs is None) == (self.iterations is None):
             raise ValueError("give exactly one of 'epochs' or 'iterations'")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must both be in [0, 1), got {list(self.betas)}")
         return self
 
 
 class ModelSpec(pydantic.BaseModel):
     model_config = _STRICT
-    backbone: Literal["resnet50", "resnet101", "small"]
+    # A registered encoder's name (harness_register_encoders; `harness list encoders`). Checked where the model is
+    # built or the run resolved, not here: a protocol file stays listable when the plugin of its encoder is missing.
+    backbone: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description=(
+        "the encoder (`harness list encoders`): resnet50, resnet101, small (DeepLabV3+); dinov2_small, dinov2_base, "
+        "dinov2_large, vit_tiny (UniMatch V2's DPT head); or a plugin's"))
     output_stride: Literal[8, 16] = 16
     deep_stem: bool = True
     pretrained: bool = True
@@ -80,7 +90,9 @@ class ModelSpec(pydantic.BaseModel):
         default="imagenet", description="which pretrained weights (with pretrained: true): 'imagenet' = ImageNet "
                                         "files from HARNESS_PRETRAINED_DIR or the torchvision cache; a built-in name "
                                         "(harness.models.builtin_weights, e.g. 'shapes-v1') = weights shipped with "
-                                        "the harness, checked by SHA-256")
+                                        "the harness, checked by SHA-256. ViT encoders: 'imagenet' = "
+                                        "their published (DINOv2) weights from HARNESS_PRETRAINED_DIR, or the "
+                                        "path of a weights file (official .pth, timm or Hugging Face safetensors)")
     width: int = pydantic.Field(default=32, gt=0, description="base channel width of the 'small' backbone")
     blocks: int = pydantic.Field(default=1, gt=0, description="residual blocks per stage of the 'small' backbone")
     decoder_channels: int = pydantic.Field(default=256, gt=0)
@@ -95,6 +107,9 @@ class ModelSpec(pydantic.BaseModel):
         default=False, description="auxiliary head on layer3 (3x3 conv, BN, ReLU, 1x1 conv) trained with the "
                                    "supervised loss on labeled images, as the official iMAS Cityscapes recipe")
     aux_weight: float = pydantic.Field(default=0.4, ge=0, description="weight of the auxiliary head's supervised loss")
+    freeze_backbone: bool = pydantic.Field(
+        default=False, description="freeze the encoder (no gradients, not optimised; BatchNorm statistics kept), as "
+                                   "UniMatch V2's lock_backbone for small GPUs; only the decoder trains")
 
 
 class EvalSpec(pydantic.BaseModel):
@@ -104,6 +119,10 @@ class EvalSpec(pydantic.BaseModel):
     stride: int | None = pydantic.Field(default=None, gt=0)
     crop: int | None = pydantic.Field(default=None, gt=0)
     batch_windows: int = pydantic.Field(default=8, gt=0, description="windows per forward in slide mode")
+    resize_multiple: int | None = pydantic.Field(
+        default=None, gt=0, description="whole mode: resize each image (bilinear, corners aligned) so that both "
+                                        "sides are the nearest multiple of this (a ViT's patch size, 14 for DINOv2), "
+                                        "and the logits back to the image's size, as UniMatch V2 evaluates")
     # On a CPU, batching pays for small images only (benchmarks/perf/README.md), so the default is 1 and the
     # synthetic protocols ask for more.
     batch_images: int = pydantic.Field(default=1, gt=0,
@@ -115,12 +134,14 @@ class EvalSpec(pydantic.BaseModel):
             raise ValueError(f"eval mode '{self.mode}' needs 'window' and 'stride'")
         if self.mode == "center_crop" and self.crop is None:
             raise ValueError("eval mode 'center_crop' needs 'crop'")
+        if self.resize_multiple is not None and self.mode != "whole":
+            raise ValueError(f"'resize_multiple' applies to eval mode 'whole' only, not '{self.mode}'")
         return self
 
     @property
     def name(self) -> str:
         if self.mode == "whole":
-            return "whole"
+            return "whole" if self.resize_multiple is None else f"whole_resize{self.resize_multiple}"
         if self.mode == "center_crop":
             return f"center_crop_{self.crop}"
         return f"{self.mode.replace('slide', 'slide' + str(self.window))}"

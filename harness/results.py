@@ -57,7 +57,8 @@ RUN_COLUMNS = ["protocol", "method", "settings_hash", "seed", "dataset", "family
 
 def regime_of(pretrained_source: str | None) -> str:
     """Which regime a run's encoder started in, from its record's ``pretrained_source``: ``from scratch``,
-    ``pretrained (shapes-v1)`` for built-in weights, ``pretrained (ImageNet)``, or ``unknown`` (old records)."""
+    ``pretrained (shapes-v1)`` for built-in weights, ``pretrained (ImageNet)``, ``pretrained (DINOv2)``,
+    ``pretrained (file)`` (a ViT's weights file), or ``unknown`` (old records)."""
     src = str(pretrained_source or "")
     if src.startswith("random"):
         return "from scratch"
@@ -65,6 +66,10 @@ def regime_of(pretrained_source: str | None) -> str:
         return f"pretrained ({src.split()[1].rstrip(':')})"
     if src.startswith("imagenet"):
         return "pretrained (ImageNet)"
+    if src.startswith("dinov2"):
+        return "pretrained (DINOv2)"
+    if src.startswith("file"):
+        return "pretrained (file)"
     return "unknown"
 
 

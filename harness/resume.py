@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 from .errors import HarnessError
+from .protocols import Protocol
 
 __all__ = ["ResumeMismatchError", "comparable", "facts", "check_resume", "start_entry", "config_with_start"]
 
@@ -38,26 +41,29 @@ class ResumeMismatchError(HarnessError):
     """A checkpoint would be resumed under facts that change the numbers."""
 
 
+def _with_defaults(protocol: dict[str, Any]) -> dict[str, Any]:
+    """A recorded protocol with the settings added since it was written at their defaults (``model.freeze_backbone``
+    is absent from the config.json of a run started before it existed, and false means what that run did); as
+    recorded if it no longer validates (a setting since removed: then it cannot match anyway)."""
+    try:
+        return Protocol.model_validate(protocol).model_dump(mode="json")
+    except pydantic.ValidationError:
+        return protocol
+
+
 def comparable(doc: dict[str, Any]) -> dict[str, Any]:
     """The part of config.json that must match for a run directory to be resumed: the resolved settings (not
     the ``--set`` text, which may spell them differently; not the protocol file's path, which moves with the
-    checkout)."""
+    checkout; settings added since the run started count at their defaults)."""
     return {"method": {k: doc["method"][k] for k in ("name", "config")},
-            "protocol": _trained_protocol(doc["protocol"]),
+            "protocol": _trained_protocol(_with_defaults(doc["protocol"])),
             **{k: doc[k] for k in ("seed", "total_steps")}}
 
 
-#: protocol keys added after runs were recorded, compared only when set: a run recorded without them (None now)
-#: resumes under the harness that has them
-_OPTIONAL_PROTOCOL_KEYS = ("split_of", "split_seed")
-
-
 def _trained_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
-    """The part of a protocol that decides what is trained: not its file, not its selection split (only
-    evaluated, to choose a checkpoint; a run started before the protocol had one resumes with it), and the
-    split-seed labels only when set."""
-    out = {k: v for k, v in protocol.items()
-           if k != "source" and not (k in _OPTIONAL_PROTOCOL_KEYS and v is None)}
+    """The part of a protocol that decides what is trained: not its file, and not its selection split (only
+    evaluated, to choose a checkpoint; a run started before the protocol had one resumes with it)."""
+    out = {k: v for k, v in protocol.items() if k != "source"}
     if isinstance(out.get("splits"), dict):
         out["splits"] = {k: v for k, v in out["splits"].items() if k != "selection"}
     return out

@@ -280,21 +280,11 @@ def resolve(spec: RunSpec, world_size: int | None = None) -> ResolvedRun:
         raise ConfigError(f"method '{info.name}' trains on unlabeled images, but protocol '{protocol.id}' has no "
                           f"unlabeled split (it is fully supervised); use a protocol with an unlabeled split or "
                           f"the 'supervised' method")
-    if protocol.model.pretrained:  # before any training: a missing weights file is an error, not a random start
-        from .models.builtin_weights import BUILTIN_WEIGHTS, builtin_weights, verify
-        from .models.pretrained import require_pretrained
-        m = protocol.model
-        if m.weights in BUILTIN_WEIGHTS:
-            w = builtin_weights(m.weights)
-            if (m.backbone, m.width) != (w.backbone, w.width):
-                raise ConfigError(f"protocol {protocol.id}: built-in weights {m.weights!r} are for the {w.backbone} "
-                                  f"backbone of width {w.width}, not {m.backbone} of width {m.width}")
-            verify(m.weights)
-        elif m.weights != "imagenet":
-            raise ConfigError(f"protocol {protocol.id}: model.weights {m.weights!r} is neither 'imagenet' nor a "
-                              f"built-in name ({', '.join(sorted(BUILTIN_WEIGHTS))})")
-        else:
-            require_pretrained(m.backbone, m.deep_stem, m.width, protocol.id)
+    from .models.encoders import get_encoder
+
+    encoder = get_encoder(protocol.model.backbone, protocol=protocol)
+    if protocol.model.pretrained and encoder.check_weights is not None:
+        encoder.check_weights(protocol.model, protocol.id)  # before any training: a missing file is an error
     world = world_size or max(1, int(os.environ.get("WORLD_SIZE") or 1))
     b = protocol.budget
     for what, n in (("batch_labeled", b.batch_labeled),

@@ -221,11 +221,18 @@ def eval_label(mode: str) -> str:
     m = re.fullmatch(r"slide(\d+)(_truncated)?", mode)
     if m:
         return f"sliding window {m.group(1)}" + (" (border windows truncated)" if m.group(2) else "")
+    m = re.fullmatch(r"whole_resize(\d+)", mode)
+    if m:
+        return f"whole image resized to multiples of {m.group(1)}"
     return mode.replace("_", " ")
 
 
 def backbone_label(b: str) -> str:
-    return {"resnet101": "ResNet-101", "resnet50": "ResNet-50", "small": "small CPU backbone"}.get(b, b)
+    """The encoder's table label (``Encoder.label``); the name itself when no installed plugin registers it."""
+    from .models.encoders import registry
+
+    encoders = registry()
+    return encoders.get(b).display if b in encoders else b
 
 
 def dataset_order() -> list[str]:
@@ -774,8 +781,8 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
         short = [f"{what}, mean ± {spread} {over}." if seeds > 1 else f"{what}, one run per cell."]
     short.append("Best harness value per column in bold" + (" (largest improvement)" if delta else "") + ".")
     details = []
-    details.append(("Final checkpoint: the last evaluation of each run (the EMA teacher for mean teacher, iMAS and "
-                    "combined), on the validation set.") if metric == "final" else (
+    details.append(("Final checkpoint: the last evaluation of each run (the EMA teacher for mean teacher, iMAS, "
+                    "combined, UniMatch V2 and FixMatch as UniMatch V2 runs it), on the validation set.") if metric == "final" else (
         "Best-on-val: the best of the periodic evaluations, chosen on the set it is reported on (optimistic; the "
         "harness headline is the final checkpoint).") if metric == "best" else (
         f"Selected: {SELECTED_TITLE}, at each run's evaluation with the highest mIoU on its protocol's selection "

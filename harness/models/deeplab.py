@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import SegmentationModel
+from .comp_drop import apply_channel_masks, complementary_masks
+
 __all__ = ["ASPP", "DeepLabV3Plus", "aspp_dilations", "reduce_channels", "aux_logits_of"]
 
 _AUX_ATTR = "_harness_aux_logits"
@@ -101,12 +104,14 @@ class AuxHead(nn.Sequential):
                          nn.Conv2d(mid, num_classes, 1, bias=True))
 
 
-class DeepLabV3Plus(nn.Module):
-    """Segmentation model used by every method.
+class DeepLabV3Plus(SegmentationModel):
+    """The ResNet family's segmentation model (the interface is :mod:`harness.models.base`).
 
-    ``forward(x, need_fp=False)`` → logits B×K×H×W (input size), or ``(logits, logits_fp)`` with need_fp.
-    ``encode(x)`` → ``(c1, c4)``; ``decode(c1, c4, size)`` → ``(logits, fuse)``; ``features(x)`` →
+    ``forward(x, need_fp=False, comp_drop=False)`` → logits B×K×H×W (input size), or ``(logits, logits_fp)`` with
+    need_fp. ``encode(x)`` → ``(c1, c4)``; ``decode(c1, c4, size)`` → ``(logits, fuse)``; ``features(x)`` →
     ``(logits, fuse)`` with ``fuse`` the D-channel stride-4 decoder feature (``feature_channels`` = D).
+    ``comp_drop`` gives c1 and c4 complementary channel masks of their own widths, the same pairs left unperturbed
+    in both (:mod:`harness.models.comp_drop`).
     With ``aux_head``, a training-mode ``forward`` also computes the aux logits (see :func:`aux_logits_of`).
     """
 
@@ -118,6 +123,7 @@ class DeepLabV3Plus(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         self.feature_channels = d
+        self.semantic_channels = backbone.c4_channels
         self.head = ASPP(backbone.c4_channels, d, aspp_dilations(output_stride))
         self.reduce = _cbr(backbone.c1_channels, r, 1)
         self.fuse = nn.Sequential(*_cbr(d + r, d, 3), *_cbr(d, d, 3))  # flat, as UniMatch (fuse.0 … fuse.5)
@@ -148,7 +154,9 @@ class DeepLabV3Plus(nn.Module):
         return logits, fuse
 
     # --- entry points ------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, need_fp: bool = False):
+    def forward(self, x: torch.Tensor, need_fp: bool = False, comp_drop: bool = False):
+        if need_fp and comp_drop:
+            raise ValueError("forward: need_fp and comp_drop are two different perturbations; ask for one")
         size = x.shape[-2:]
         with_aux = self.aux is not None and self.training
         if with_aux:
@@ -159,6 +167,8 @@ class DeepLabV3Plus(nn.Module):
             # Encoder once; decoder on clean + channel-dropped features (dropout always active here).
             c1 = torch.cat([c1, F.dropout2d(c1, 0.5, training=True)])
             c4 = torch.cat([c4, F.dropout2d(c4, 0.5, training=True)])
+        elif comp_drop:
+            c1, c4 = apply_channel_masks((c1, c4), complementary_masks(len(x), (c1.shape[1], c4.shape[1])))
         logits = self.decode(c1, c4, size)[0]
         if with_aux:  # rows 0..len(x)-1 (the clean images) get aux logits
             setattr(logits, _AUX_ATTR, self.aux(c3))
@@ -166,15 +176,3 @@ class DeepLabV3Plus(nn.Module):
             out, out_fp = logits.chunk(2)
             return out, out_fp
         return logits
-
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c1, c4 = self.encode(x)
-        return self.decode(c1, c4, x.shape[-2:])
-
-    # --- optimiser groups --------------------------------------------------------------------------
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        return list(self.backbone.parameters())
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        ids = {id(p) for p in self.backbone.parameters()}
-        return [p for p in self.parameters() if id(p) not in ids]

@@ -280,9 +280,9 @@ def _features(need_fuse: bool, need_c4: bool):
     def fn(model, x):
         if not need_c4:
             return (model.features(x)[1],)
-        c1, c4 = model.encode(x)
-        fuse = model.decode(c1, c4, x.shape[-2:])[1] if need_fuse else c4
-        return fuse, c4
+        feats = model.encode(x)  # the deepest encoder feature ("c4") is the last, on either model family
+        fuse = model.decode(*feats, size=x.shape[-2:])[1] if need_fuse else feats[-1]
+        return fuse, feats[-1]
     return fn
 
 

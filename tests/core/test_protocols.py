@@ -57,8 +57,9 @@ def test_pinned_checksums_equal_the_published_sha256sums(registry):
             if s is not None:
                 assert sums[s.path] == s.sha256, s.path
                 seen.add(s.path)
-    # every VOC and Cityscapes list but train_aug.txt, and the 14 ADE20K lists, are used by a protocol
-    assert len(seen) == 34 + 14
+    # every VOC and Cityscapes list, the 14 ADE20K lists and the 6 COCO lists (labeled and val) are used by a
+    # protocol
+    assert len(seen) == 35 + 14 + 6
 
 
 def _write(tmp_path, text):

@@ -67,3 +67,22 @@ def test_resume_names_each_fact_that_changed(tiny_benchmark, tmp_path, capsys, k
     assert main(_argv(tiny_benchmark, tmp_path, "--device", "cpu")) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err, err
+
+
+def test_a_run_recorded_before_a_model_setting_existed_resumes(tiny_benchmark, tmp_path, capsys):
+    """config.json of older code lacks model.freeze_backbone: it counts at its default (what that run did), while a
+    recorded value other than this run's is still another configuration."""
+    torch.set_num_threads(1)
+    assert main(_argv(tiny_benchmark, tmp_path, "--stop-after", "1")) == 0
+    path = _dir(tmp_path) / "config.json"
+    doc = json.loads(path.read_text())
+    assert doc["protocol"]["model"].pop("freeze_backbone") is False
+    path.write_text(json.dumps(doc))
+    assert main(_argv(tiny_benchmark, tmp_path, "--stop-after", "2")) == 0
+    cfg = records.read_json(path)
+    assert [s["from_step"] for s in cfg["starts"]] == [0, 1] and "freeze_backbone" not in cfg["protocol"]["model"]
+    cfg["protocol"]["model"]["freeze_backbone"] = True
+    path.write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(_argv(tiny_benchmark, tmp_path)) == 2
+    assert "holds a checkpoint of a different configuration" in capsys.readouterr().err

@@ -212,3 +212,56 @@ def test_per_image_confusion_sums_to_the_dataset_matrix():
     np.testing.assert_array_equal(per.sum(0), out["confusion_matrix"])
     one = evaluate(m, data[5:6], EvalSpec(mode="whole"), K, "cpu")
     np.testing.assert_array_equal(per[5], one["confusion_matrix"])
+
+
+class _Patch14(nn.Module):
+    """A stand-in for a ViT: refuses sides that are not multiples of 14, records the sizes it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, K, 3, padding=1)
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x):
+        assert x.shape[-2] % 14 == 0 and x.shape[-1] % 14 == 0, tuple(x.shape)
+        self.seen.append(tuple(x.shape[-2:]))
+        return self.conv(x)
+
+
+def test_nearest_multiple_rounds_half_up():
+    from harness.evaluate import nearest_multiple
+    assert [nearest_multiple(s, 14) for s in (500, 375, 7, 20, 21, 518)] == [504, 378, 14, 14, 28, 518]
+    with pytest.raises(ValueError, match="rounds to 0"):
+        nearest_multiple(6, 14)
+
+
+def test_whole_resize_multiple_resizes_in_and_out_as_unimatch_v2():
+    """whole_resize14: the image goes in at the nearest multiples of 14 (bilinear, corners aligned) and its logits
+    come back at the image's size, which is what the predictions are computed from."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = _Patch14().eval()
+    spec = EvalSpec(mode="whole", resize_multiple=14)
+    assert spec.name == "whole_resize14" and EvalSpec(mode="whole").name == "whole"
+    data = dataset([(37, 50), (28, 28)])
+    res = evaluate(model, data, spec, K, "cpu")
+    assert model.seen == [(42, 56), (28, 28)]
+    cm = np.zeros((K, K), np.int64)
+    with torch.no_grad():
+        for img, mask in data:
+            x = normalize(img).unsqueeze(0)
+            up = F.interpolate(x, (round(x.shape[-2] / 14) * 14, round(x.shape[-1] / 14) * 14), mode="bilinear",
+                               align_corners=True)
+            pred = F.interpolate(model.conv(up), x.shape[-2:], mode="bilinear", align_corners=True)[0].argmax(0)
+            keep = mask != 255
+            np.add.at(cm, (mask[keep].numpy(), pred[keep].numpy()), 1)
+    np.testing.assert_array_equal(res["confusion_matrix"], cm)
+    assert res["mode"] == "whole_resize14"
+    scores = predict_scores(model, normalize(data[0][0]).unsqueeze(0), spec, K)
+    assert scores.shape == (K, 37, 50)
+
+
+def test_resize_multiple_is_for_whole_mode_only():
+    with pytest.raises(ValueError, match="resize_multiple.*'whole' only"):
+        EvalSpec(mode="slide", window=8, stride=4, resize_multiple=14)
