@@ -158,7 +158,7 @@ def device_name(device: torch.device) -> str:
 
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in ("ssseg-harness", "torch", "torchvision", "numpy", "pillow", "pydantic", "pluggy", "submitit"):
+    for name in ("ssseg-harness", "torch", "torchvision", "timm", "numpy", "pillow", "pydantic", "pluggy", "submitit"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

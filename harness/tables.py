@@ -782,7 +782,8 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
     short.append("Best harness value per column in bold" + (" (largest improvement)" if delta else "") + ".")
     details = []
     details.append(("Final checkpoint: the last evaluation of each run (the EMA teacher for mean teacher, iMAS, "
-                    "combined, UniMatch V2 and FixMatch as UniMatch V2 runs it), on the validation set.") if metric == "final" else (
+                    "combined, UniMatch V2 and FixMatch as UniMatch V2 runs it), on the validation set.")
+                   if metric == "final" else (
         "Best-on-val: the best of the periodic evaluations, chosen on the set it is reported on (optimistic; the "
         "harness headline is the final checkpoint).") if metric == "best" else (
         f"Selected: {SELECTED_TITLE}, at each run's evaluation with the highest mIoU on its protocol's selection "
