@@ -272,6 +272,20 @@ def cmd_data(args) -> int:
         ok, text = check_root(args.protocol, args.data_root, args.splits_dir)
         print(text)
         return 0 if ok else 1
+    if args.action == "draw-splits":
+        from .data.draw_splits import PRESETS, draw_splits
+        from .data.splits import resolve_split_root
+        from .plugins import get_plugin_manager
+
+        preset = PRESETS[args.preset]
+        for pid in preset.protocols + ((preset.labeled_pool,) if preset.labeled_pool else ()):
+            # the same folder for every protocol; each call fetches that protocol's published lists into the cache
+            root = resolve_split_root(get_plugin_manager().protocols.get(pid), args.splits_dir)
+        path, ids = draw_splits(args.preset, root, args.seeds, args.selection, args.out)
+        print(f"drew {len(ids)} protocols ({ids[0]} … {ids[-1]}; NOT the published splits) into {root}/drawn; "
+              f"protocol file {path}. Use them with HARNESS_PROTOCOLS={path.parent}" +
+              (f" and --splits-dir {root}" if args.splits_dir else ""))
+        return 0
     if args.action == "prepare-cityscapes":
         from .data.cityscapes import prepare_cityscapes_trainids
 
@@ -303,6 +317,12 @@ def cmd_table(args) -> int:
     from .tables import build_per_class, build_table, load_reported, render
 
     rs = _load_results(args.sources)
+    if args.variance:
+        from .variance import build_variance_table, render_variance
+
+        vt = build_variance_table(rs, metric=args.metric, methods=args.methods, protocols=args.protocols)
+        _emit(render_variance(vt, args.format), args.out)
+        return 0
     if args.per_class:
         if args.compute:
             raise HarnessError("--compute adds a column to the methods × protocols table; it does not apply to "
@@ -404,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--per-class", action="store_true")
-    p.add_argument("--split", choices=["val", "labeled", "unlabeled"], default="val",
-                   help="list to evaluate on (default val); labeled/unlabeled for diagnostics, their masks must exist")
+    p.add_argument("--split", choices=["val", "labeled", "unlabeled", "selection"], default="val",
+                   help="list to evaluate on (default val); selection: the protocol's held-out selection split; "
+                        "labeled/unlabeled for diagnostics, their masks must exist")
     p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
                    help="also report the pixels predicted with probability >= TAU: how many, how many correct, "
                         "per class (the quality of thresholded pseudo-labels of this network)")
@@ -419,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="picture of a run's predictions: image, ground truth, prediction, pseudo-label")
     p.add_argument("run", help="a run directory or its latest.pt")
     p.add_argument("--out", required=True, help="output image, e.g. predictions.png")
-    p.add_argument("--split", choices=["val", "labeled", "unlabeled"], default="val")
+    p.add_argument("--split", choices=["val", "labeled", "unlabeled", "selection"], default="val")
     p.add_argument("--images", type=int, default=6, help="images (rows), spread evenly over the list (default 6)")
     p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
                    help="threshold of the pseudo-label column (default: the method's tau, else 0.95)")
@@ -447,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("check", help="check a dataset root against a protocol's split lists")
     d.add_argument("--protocol", required=True)
     _add_data_args(d)
+    d = dsub.add_parser("draw-splits", help="draw split seeds and a selection split of VOC or Cityscapes from the "
+                                            "public train lists (documented, seeded; NOT the published splits)")
+    d.add_argument("--preset", required=True, choices=["voc-classic", "voc-blended", "cityscapes"],
+                   help="which published protocols' label counts to draw again (harness/data/draw_splits.py)")
+    d.add_argument("--seeds", type=int, nargs="+", required=True, metavar="K", help="split seeds to draw (>= 1)")
+    d.add_argument("--selection", type=int, default=200, help="images in the selection split (default 200)")
+    d.add_argument("--splits-dir", help="split root holding the published lists, where the draws are written "
+                                        "(default: $HARNESS_SPLITS, else the cache, fetched once)")
+    d.add_argument("--out", help="folder of the protocol file (default: <split root>/drawn/protocols)")
     d = dsub.add_parser("prepare-cityscapes", help="write *_labelTrainIds.png from the official *_labelIds.png")
     d.add_argument("--data-root", required=True)
     p.set_defaults(func=cmd_data)
@@ -454,14 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="paper-style table of finished runs (mean ± std over seeds, reported rows)")
     p.add_argument("sources", nargs="+", metavar="ROOT_OR_MANIFEST",
                    help="results folder(s) searched for record.json, or a grid manifest")
-    p.add_argument("--metric", choices=["final", "best"], default="final",
-                   help="final checkpoint (default) or best-on-val (selected on the evaluation set)")
+    p.add_argument("--metric", choices=["final", "best", "selected"], default="final",
+                   help="final checkpoint (default), best-on-val (selected on the evaluation set), or selected: val "
+                        "mIoU at the evaluation that is best on the protocol's held-out selection split")
     p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     p.add_argument("--delta", action="store_true",
                    help="show Δ vs the supervised row of the same protocol, with its 95%% interval and p-value")
     p.add_argument("--ci", action="store_true",
                    help="± is the half-width of the 95%% confidence interval of the mean (t over seeds), not the std")
     p.add_argument("--per-class", metavar="PROTOCOL", help="per-class IoU table of one protocol instead")
+    p.add_argument("--variance", action="store_true",
+                   help="split variance vs seed variance instead: per method and label count, the variance between "
+                        "split seeds and between training seeds (nested ANOVA over runs on split-seed protocols)")
     p.add_argument("--compute", action="store_true",
                    help="add a compute column: time per run (GPU- or CPU-hours, mean over seeds) and relative to "
                         "supervised")
@@ -498,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="+", metavar="P", help="miou-vs-labels, miou-vs-compute: only these protocols")
     p.add_argument("--method", action="append", metavar="M",
                    help="only this method (repeatable)")
-    p.add_argument("--metric", choices=["final", "best"], default="final")
+    p.add_argument("--metric", choices=["final", "best", "selected"], default="final",
+                   help="final checkpoint, best-on-val, or selected on the held-out selection split")
     p.add_argument("--per-run", action="store_true", help="curves: one line per seed instead of mean ± std band")
     p.add_argument("--out", required=True, help="output image, e.g. plot.png")
     p.set_defaults(func=cmd_plot)

@@ -248,6 +248,8 @@ class Engine:
             torch.manual_seed(self.seed * 1009 + self.dist.rank)
         self.optimizer = optimizer_for(self.model, self.method, p.budget)
         self.val_dataset = build_val_dataset(p, self.data_root, self.split_root)
+        self.selection_dataset = (build_val_dataset(p, self.data_root, self.split_root, split="selection")
+                                  if p.splits.selection is not None else None)
         self._build_train_loader = build_train_loader
         self.eval_every = min(p.eval_every, self.total_steps)
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, once read or written
@@ -332,6 +334,9 @@ class Engine:
             for name, model in self.method.secondary_eval_models().items():
                 entry[f"{name}_miou"] = self._evaluate(model, self.val_dataset, p.eval, p.num_classes, self.device,
                                                        **kw)["miou"]
+            if self.selection_dataset is not None:  # the same network on held-out training images
+                entry["selection"] = {"miou": self._evaluate(self.method.eval_model(), self.selection_dataset, p.eval,
+                                                             p.num_classes, self.device, **kw)["miou"]}
         finally:
             self.compute.counting = True
         entry["eval_seconds"] = time.perf_counter() - t0

@@ -99,6 +99,10 @@ class GridFile(_Strict):
     methods: list[str] = pydantic.Field(min_length=1)
     protocols: list[str] = pydantic.Field(min_length=1)
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0], min_length=1)
+    split_seeds: list[int] | None = pydantic.Field(
+        None, min_length=1, description="run each protocol's split-seed draws (protocols with split_of = it and "
+                                        "these split_seed values) instead of the protocol itself, each with every "
+                                        "training seed")
     overrides: dict[str, Any] = pydantic.Field(default_factory=dict, alias="set")
     method_set: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
     variants: list[Variant] = pydantic.Field(default_factory=list)
@@ -114,7 +118,8 @@ class GridFile(_Strict):
 
     @pydantic.model_validator(mode="after")
     def _cross_checks(self):
-        for label, values in (("methods", self.methods), ("protocols", self.protocols), ("seeds", self.seeds)):
+        for label, values in (("methods", self.methods), ("protocols", self.protocols), ("seeds", self.seeds),
+                              ("split_seeds", self.split_seeds or [])):
             dup = [v for v, n in Counter(values).items() if n > 1]
             if dup:
                 raise ValueError(f"{label} lists {dup} more than once")
@@ -254,10 +259,31 @@ def spec_from_dict(doc: dict[str, Any]):
     return RunSpec(**{k: v for k, v in doc.items() if k in known})
 
 
+def split_seed_protocols(protocol: str, split_seeds: Sequence[int] | None) -> list[str]:
+    """The protocols a grid runs for ``protocol``: itself without ``split_seeds``, else its split-seed draws (the
+    registered protocols with ``split_of == protocol``), in the order of ``split_seeds``; a missing one is a
+    ConfigError naming the split seeds that exist."""
+    if split_seeds is None:
+        return [protocol]
+    from .plugins import get_plugin_manager
+
+    registry = get_plugin_manager().protocols
+    draws = {p.split_seed: p.id for p in registry if p.split_of == protocol}
+    missing = [k for k in split_seeds if k not in draws]
+    if missing:
+        have = (f"its split seeds are {', '.join(map(str, sorted(draws)))}" if draws else
+                "no protocol is a split-seed draw of it (harness list protocols; for VOC and Cityscapes, draw them "
+                "with `harness data draw-splits`)")
+        raise ConfigError(f"grid key split_seeds: protocol {protocol} has no split seed "
+                          f"{', '.join(map(str, missing))}; {have}")
+    return [draws[k] for k in split_seeds]
+
+
 def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] | None = None,
            data_root: str | None = None, splits_dir: str | None = None, device: str | None = None,
            workers: int | None = None) -> list[PlannedRun]:
-    """All runs of the grid: protocol → method → variant → seed. Overrides merge as
+    """All runs of the grid: protocol → split seed (with ``split_seeds``, :func:`split_seed_protocols`) → method →
+    variant → seed; a variant's ``protocols`` name the grid's protocols. Overrides merge as
     grid ``set`` ← ``method_set[method]`` ← variant ``set`` ← ``extra_set`` (the command line).
     Runs that land in the same run directory (identical settings) are listed once."""
     from .runner import RunSpec, run_dir
@@ -267,7 +293,9 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
     variants = grid.variants or [Variant(name="default")]
     runs: list[PlannedRun] = []
     seen: set[str] = set()
-    for protocol in grid.protocols:
+    plan = [(protocol, drawn) for protocol in grid.protocols
+            for drawn in split_seed_protocols(protocol, grid.split_seeds)]
+    for protocol, drawn in plan:
         for method in grid.methods:
             for v in variants:
                 if v.methods is not None and method not in v.methods:
@@ -280,7 +308,7 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
                 overrides = {k: val for layer, _ in layers for k, val in layer.items()}
                 origins = {k: where for layer, where in layers for k in layer}
                 for seed in (v.seeds if v.seeds is not None else grid.seeds):
-                    spec = RunSpec(method=method, protocol=protocol, seed=seed, overrides=overrides,
+                    spec = RunSpec(method=method, protocol=drawn, seed=seed, overrides=overrides,
                                    origins=origins, out=out_abs,
                                    data_root=data_root or grid.data_root, splits_dir=splits_dir or grid.splits_dir,
                                    device=device or grid.device, workers=grid.workers if workers is None else workers,

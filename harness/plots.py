@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import HarnessError
 from .results import ResultSet, aggregate, curves, filter_runs, per_class
-from .tables import BEST_TITLE, FAMILY_ORDER, _order, dataset_order, family_label, method_order, variant_labels
+from .tables import FAMILY_ORDER, metric_title, _order, dataset_order, family_label, method_order, variant_labels
 
 KINDS = ("miou-vs-labels", "miou-vs-compute", "curves", "per-class")
 
@@ -84,7 +84,7 @@ def miou_vs_labels(rs: ResultSet, out: str | Path, metric: str = "final", method
         ax.set_xticklabels([str(x) for x in labeled])
         ax.minorticks_off()
         ax.set_xlabel("labeled images (log scale)")
-        ax.set_ylabel("mIoU (%)" + (f" — {BEST_TITLE}" if metric == "best" else ", final checkpoint"))
+        ax.set_ylabel("mIoU (%)" + (f" — {metric_title(metric)}" if metric != "final" else ", final checkpoint"))
         fam_name = family_label(fam)
         ax.set_title(ds if fam_name == ds else f"{ds}: {fam_name}", fontsize=10)
         ax.grid(True, alpha=0.3)
@@ -143,7 +143,7 @@ def miou_vs_compute(rs: ResultSet, out: str | Path, metric: str = "final", metho
         ax.xaxis.set_minor_formatter(ScalarFormatter())
         ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(f"training time per run ({short}, log scale; mean over seeds)")
-        ax.set_ylabel("mIoU (%)" + (f" — {BEST_TITLE}" if metric == "best" else ", final checkpoint"))
+        ax.set_ylabel("mIoU (%)" + (f" — {metric_title(metric)}" if metric != "final" else ", final checkpoint"))
         fam_name = family_label(fam)
         ax.set_title(ds if fam_name == ds else f"{ds}: {fam_name} (points labelled by labeled images)", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
@@ -255,7 +255,7 @@ def per_class_bars(rs: ResultSet, out: str | Path, protocol: str | None = None, 
     ax.set_ylim(0, 100)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    what = "final checkpoint" if metric == "final" else BEST_TITLE
+    what = metric_title(metric)
     ax.set_title(f"Per-class IoU — {pid} ({what}; mean ± std over seeds; — = class absent)", fontsize=10)
     return _save(fig, out)
 

@@ -36,6 +36,10 @@ class Splits(pydantic.BaseModel):
     labeled: SplitFile
     unlabeled: SplitFile | None = None  # None: fully supervised protocol
     val: SplitFile
+    # Held-out training images whose labels are used only to choose a checkpoint (``--metric selected``), never
+    # to train; disjoint from the labeled list and from val (checked when the lists are read). Evaluated at every
+    # evaluation point; it does not change what is trained, so it is not part of what a resume compares.
+    selection: SplitFile | None = None
 
 
 class Budget(pydantic.BaseModel):
@@ -173,6 +177,10 @@ class Protocol(pydantic.BaseModel):
     method_settings: dict[str, dict[str, Any]] = pydantic.Field(
         default_factory=dict, description="per-method settings fixed by the benchmark, e.g. {'unimatch': {'tau': 0.95}}")
     source: str = pydantic.Field(default="", description="file the protocol was loaded from")
+    split_of: str | None = pydantic.Field(
+        default=None, description="split seeds: the id of the protocol whose settings and labeled count this one "
+                                  "shares, with another independently drawn labeled list")
+    split_seed: int | None = pydantic.Field(default=None, ge=0, description="split seeds: which draw this list is")
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -183,6 +191,8 @@ class Protocol(pydantic.BaseModel):
             have = "no unlabeled list" if self.splits.unlabeled is None else f"{self.splits.unlabeled.count} unlabeled images"
             raise ValueError(f"budget.unlabeled_pool {pool} needs at least that many unlabeled images; the protocol "
                              f"has {have}")
+        if (self.split_of is None) != (self.split_seed is None):
+            raise ValueError("split_of and split_seed go together: give both (a split-seed protocol) or neither")
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must be [lo, hi] with 0 < lo <= hi, got {list(self.scale_range)}")

@@ -50,7 +50,8 @@ COMPUTE_COLUMNS = ["device_type", "process_hours", "images_labeled", "images_unl
 
 RUN_COLUMNS = ["protocol", "method", "settings_hash", "seed", "dataset", "family", "labeled", "eval_mode",
                "backbone", "crop_size", "overrides", "overrides_key", "protocol_overrides_key", "final_miou",
-               "final_step", "best_miou", "best_step", "total_steps", "wall_time_s", "finished_at", "iou",
+               "final_step", "best_miou", "best_step", "selected_miou", "selected_step", "split_of", "split_seed",
+               "total_steps", "wall_time_s", "finished_at", "iou",
                "secondary", "pretrained_source", "regime", "run_dir", "record_path", *COMPUTE_COLUMNS]
 
 
@@ -169,6 +170,9 @@ def parse_record(path: Path, doc: Any) -> dict[str, Any]:
     if not isinstance(overrides, dict):
         raise ValueError("overrides is not a mapping")
     best = doc.get("best_on_val") if isinstance(doc.get("best_on_val"), dict) else {}
+    # records of harness versions before the selection split have no "selected": NaN, left out of that metric
+    selected = doc.get("selected") if isinstance(doc.get("selected"), dict) else {}
+    split_seed = doc.get("split_seed")
     iou = final.get("iou")
     if isinstance(iou, list):  # tolerate a list (no class names)
         iou = {f"class {i}": v for i, v in enumerate(iou)}
@@ -192,6 +196,11 @@ def parse_record(path: Path, doc: Any) -> dict[str, Any]:
         "final_step": final.get("step"),
         "best_miou": _num(best.get("miou")),
         "best_step": best.get("step"),
+        "selected_miou": _num(selected.get("miou")),
+        "selected_step": selected.get("step"),
+        # split seeds: the protocol this run's labeled list is a draw of (its own id for any other protocol)
+        "split_of": str(doc.get("split_of") or doc["protocol"]),
+        "split_seed": int(split_seed) if isinstance(split_seed, int) and not isinstance(split_seed, bool) else None,
         "total_steps": doc.get("total_steps"),
         "wall_time_s": _num(doc.get("wall_time_s")),
         "finished_at": str(doc.get("finished_at") or ""),
@@ -429,7 +438,8 @@ def filter_runs(runs: pd.DataFrame, methods: list[str] | None = None,
 
 # --------------------------------------------------------------------------- aggregation
 
-METRIC_COLUMNS = {"final": "final_miou", "best": "best_miou"}
+METRIC_COLUMNS = {"final": "final_miou", "best": "best_miou", "selected": "selected_miou"}
+METRIC_STEPS = {"best": "best_step", "selected": "selected_step"}
 
 
 def aggregate(runs: pd.DataFrame, metric: str = "final") -> pd.DataFrame:
@@ -459,6 +469,10 @@ def per_class(runs: pd.DataFrame, protocol: str, metric: str = "final") -> tuple
     sub = runs[runs["protocol"] == protocol]
     if sub.empty:
         raise HarnessError(f"no finished run of protocol '{protocol}' in these results")
+    sub = sub[sub[METRIC_COLUMNS[metric]].notna()]  # runs whose record lacks this metric are not counted
+    if sub.empty:
+        raise HarnessError(f"no finished run of protocol '{protocol}' has a {metric} value (records of older "
+                           f"harness versions, or a protocol without a selection split, have no 'selected')")
     classes: list[str] = []
     for d in sub["iou"]:
         for c in d:
@@ -466,9 +480,9 @@ def per_class(runs: pd.DataFrame, protocol: str, metric: str = "final") -> tuple
                 classes.append(c)
     recs = []
     for row in sub.itertuples(index=False):
-        if metric == "best":
-            iou = _iou_at_step(Path(row.run_dir), row.best_step, classes)
-            miou = row.best_miou
+        if metric in METRIC_STEPS:
+            iou = _iou_at_step(Path(row.run_dir), getattr(row, METRIC_STEPS[metric]), classes, metric)
+            miou = getattr(row, METRIC_COLUMNS[metric])
         else:
             iou, miou = row.iou, row.final_miou
         vals = [_num(iou.get(c)) if iou else math.nan for c in classes]
@@ -496,12 +510,14 @@ def _iou_scale(vals: list[float], miou: float) -> float:
     return 100.0
 
 
-def _iou_at_step(run_dir: Path, step: Any, classes: list[str]) -> dict[str, float]:
+def _iou_at_step(run_dir: Path, step: Any, classes: list[str], metric: str = "best") -> dict[str, float]:
+    if step is None:  # a record without this metric (older harness, or no selection split): no per-class values
+        return {}
     for e in read_metrics(run_dir):
         if e.get("step") == step and isinstance(e.get("iou"), list):
             return dict(zip(classes, e["iou"]))
-    raise HarnessError(f"{run_dir / METRICS} has no evaluation at the best-on-val step {step}; per-class "
-                       f"best-on-val numbers need the metrics log")
+    raise HarnessError(f"{run_dir / METRICS} has no evaluation at the {metric} step {step}; per-class "
+                       f"{metric} numbers need the metrics log")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

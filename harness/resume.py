@@ -56,8 +56,17 @@ def comparable(doc: dict[str, Any]) -> dict[str, Any]:
     the ``--set`` text, which may spell them differently; not the protocol file's path, which moves with the
     checkout; settings added since the run started count at their defaults)."""
     return {"method": {k: doc["method"][k] for k in ("name", "config")},
-            "protocol": {k: v for k, v in _with_defaults(doc["protocol"]).items() if k != "source"},
+            "protocol": _trained_protocol(_with_defaults(doc["protocol"])),
             **{k: doc[k] for k in ("seed", "total_steps")}}
+
+
+def _trained_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The part of a protocol that decides what is trained: not its file, and not its selection split (only
+    evaluated, to choose a checkpoint; a run started before the protocol had one resumes with it)."""
+    out = {k: v for k, v in protocol.items() if k != "source"}
+    if isinstance(out.get("splits"), dict):
+        out["splits"] = {k: v for k, v in out["splits"].items() if k != "selection"}
+    return out
 
 
 def _device_type(doc: dict[str, Any]) -> str:

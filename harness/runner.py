@@ -326,7 +326,8 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "global_batch": {"labeled": p.budget.batch_labeled,
                          "unlabeled": p.budget.batch_unlabeled if r.method.cls.uses_unlabeled else 0},
         "lr_scaled": False,
-        "split_checksums": {s.path: s.sha256 for s in (p.splits.labeled, p.splits.unlabeled, p.splits.val) if s},
+        "split_checksums": {s.path: s.sha256 for s in (p.splits.labeled, p.splits.unlabeled, p.splits.val,
+                                                       p.splits.selection) if s},
         "data_root": str(data_root),
         "split_root": str(split_root),
         **_data_fingerprint(p, data_root),
@@ -533,6 +534,21 @@ def compute_record(counts: dict[str, Any], world: int, device: torch.device, hou
             "device_hours": hours * world, "device": device.type}
 
 
+SELECTED_NOTE = "val mIoU at the evaluation that is best on the selection split (held-out training images)"
+
+
+def selected_checkpoint(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record's ``selected``: val mIoU at the evaluation whose selection-split mIoU is highest (the first of
+    equal ones, as best-on-val), or None when an evaluation has no selection score (a protocol without a selection
+    split, or a run resumed from a checkpoint of a harness that did not evaluate one: choosing among only some of
+    the evaluations would be another rule)."""
+    if not history or any(not isinstance(e.get("selection"), dict) for e in history):
+        return None
+    chosen = max(history, key=lambda e: e["selection"]["miou"])
+    return {"miou": chosen["miou"], "step": chosen["step"], "selection_miou": chosen["selection"]["miou"],
+            "note": SELECTED_NOTE}
+
+
 def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc: dict) -> dict[str, Any]:
     final = state.history[-1]
     best = max(state.history, key=lambda e: e["miou"])
@@ -557,6 +573,9 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
                   "iou": dict(zip(r.protocol.class_names, final["iou"])), **secondary},
         "best_on_val": {"miou": best["miou"], "step": best["step"],
                         "note": "selected on the evaluation set; optimistic"},
+        "selected": selected_checkpoint(state.history),
+        "split_of": r.protocol.split_of,
+        "split_seed": r.protocol.split_seed,
         "num_evals": len(state.history),
         "wall_time_s": state.elapsed,
         "world_size": doc["world_size"],

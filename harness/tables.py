@@ -8,7 +8,8 @@ Reporting rules (the benchmarks spec §4, §8; the reported spec):
   caption, and a cell with another n shows it, ``72.31 ± 0.84 (2)``; a single run shows no ±;
 - the best harness value of a column is bold; a value shared by two cells at the shown precision is bold in neither;
 - the headline is the final checkpoint; ``metric="best"`` uses best-on-val and titles every column
-  "best-on-val (selected on the evaluation set)";
+  "best-on-val (selected on the evaluation set)"; ``metric="selected"`` uses the val mIoU of the evaluation that is
+  best on the protocol's selection split (held-out training images) and titles every column so;
 - a row × column without a finished run, or with fewer seeds than the table's usual n, is "—" with a note;
 - reported numbers appear only as marked reference rows, only where backbone, crop, split family and evaluation
   mode match the column; never for the synthetic dataset; never an S4MIM row;
@@ -37,8 +38,9 @@ from .results import ResultSet, aggregate, canonical, filter_runs, per_class
 REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone", "crop", "os", "eval_mode",
                     "selection", "source_type", "source", "note"]
 
-FAMILY_ORDER = ["voc-classic", "voc-blended", "voc-u2pl", "cityscapes", "cityscapes-st++", "ade20k", "coco-unimatch",
-                "synthetic-pt", "synthetic"]
+FAMILY_ORDER = ["voc-classic", "voc-classic-drawn", "voc-blended", "voc-blended-drawn", "voc-u2pl", "cityscapes",
+                "cityscapes-drawn", "cityscapes-st++", "ade20k", "coco-unimatch",
+                "synthetic-pt", "synthetic-pt-split-seeds", "synthetic", "synthetic-split-seeds"]
 FAMILY_NAMES = {
     "voc-classic": "VOC classic (labeled ⊂ fine 1,464)",
     "voc-blended": "VOC blended, CPS-style lists",
@@ -49,8 +51,20 @@ FAMILY_NAMES = {
     "coco-unimatch": "COCO, 81 classes (UniMatch lists)",
     "synthetic": "synthetic, encoder from scratch",
     "synthetic-pt": "synthetic, pretrained encoder (built-in shapes-v1)",
+    "synthetic-split-seeds": "synthetic, encoder from scratch, split seeds (other draws of the labeled lists)",
+    "voc-classic-drawn": "VOC classic, DRAWN split seeds (harness data draw-splits; not the published lists)",
+    "voc-blended-drawn": "VOC blended, DRAWN split seeds (harness data draw-splits; not the published lists)",
+    "cityscapes-drawn": "Cityscapes, DRAWN split seeds (harness data draw-splits; not the published lists)",
+    "synthetic-pt-split-seeds": "synthetic, pretrained encoder, split seeds (other draws of the labeled lists)",
 }
 BEST_TITLE = "best-on-val (selected on the evaluation set)"
+SELECTED_TITLE = "selected on the held-out selection split (training images), val mIoU"
+METRIC_TITLES = {"best": BEST_TITLE, "selected": SELECTED_TITLE}
+
+
+def metric_title(metric: str) -> str:
+    """How a table or plot names the checkpoint its numbers come from."""
+    return METRIC_TITLES.get(metric, "final checkpoint")
 SUPERVISED_REPORTED = {"SupBaseline", "SupOnly"}
 
 
@@ -491,10 +505,10 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
         per_seed[(r.method, r.settings_hash, r.protocol)][r.seed] = float(getattr(r, METRIC_COLUMNS[metric]))
     notes: list[str] = []
     diagnostics: list[str] = []
-    if metric == "best":
-        no_best = runs[runs["best_miou"].isna()]
-        for r in no_best.itertuples():
-            diagnostics.append(f"{r.record_path}: no best_on_val value; not counted.")
+    if metric in ("best", "selected"):
+        key = "best_on_val" if metric == "best" else "selected (no selection split, or an older harness)"
+        for r in runs[runs[METRIC_COLUMNS[metric]].isna()].itertuples():
+            diagnostics.append(f"{r.record_path}: no {key} value; not counted.")
     columns, col_notes = _columns(runs, agg)
     notes += col_notes
 
@@ -677,9 +691,10 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
 
     all_rows = rows + ref_rows
     caption, details = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval, mode_n)
-    title = ("Δ mIoU vs supervised" if delta else "mIoU") + (f" — {BEST_TITLE}" if metric == "best" else "")
+    title = (("Δ mIoU vs supervised" if delta else "mIoU")
+             + (f" — {metric_title(metric)}" if metric != "final" else ""))
     for c in columns:
-        c.header = c.id + (f" — {BEST_TITLE}" if metric == "best" else "")
+        c.header = c.id + (f" — {metric_title(metric)}" if metric != "final" else "")
     interp = method_notes(r.method for r in rows)
     table = Table(title, columns, all_rows, cells, caption, interp + notes + ref_lines, metric, delta,
                   interval=interval, details=details, diagnostics=diagnostics, seeds=mode_n)
@@ -757,7 +772,7 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
     """(short caption, details): the short one says what a cell is, over how many seeds and what bold means; the
     details, in plain words, say how it was computed and what the column groups hold."""
     spread = "95 % confidence half-width" if interval == "ci" else "std"
-    what = "mIoU (%) of the final checkpoint" if metric == "final" else f"mIoU (%), {BEST_TITLE}"
+    what = "mIoU (%) of the final checkpoint" if metric == "final" else f"mIoU (%), {metric_title(metric)}"
     over = seeds_phrase(seeds)
     if delta:
         short = [f"Δ mIoU (points) against supervised on the same protocol, ± its 95 % confidence half-width and "
@@ -770,7 +785,10 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
                     "combined, UniMatch V2 and FixMatch as UniMatch V2 runs it), on the validation set.")
                    if metric == "final" else (
         "Best-on-val: the best of the periodic evaluations, chosen on the set it is reported on (optimistic; the "
-        "harness headline is the final checkpoint)."))
+        "harness headline is the final checkpoint).") if metric == "best" else (
+        f"Selected: {SELECTED_TITLE}, at each run's evaluation with the highest mIoU on its protocol's selection "
+        f"split, training images held out from the labeled list and from val whose labels only choose the checkpoint "
+        f"(no selection on the reported set; the harness headline is the final checkpoint)."))
     spread_long = ("half-width of the 95 % confidence interval of the mean (Student's t over seeds)"
                    if interval == "ci" else "sample standard deviation (n − 1) over seeds")
     details.append(f"± is the {spread_long}; a single run shows no ±; a cell with another number of seeds than "
@@ -815,8 +833,8 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
     df, classes = per_class(runs, protocol, metric)
     sub = runs[runs["protocol"] == protocol].iloc[0]
     columns = [Column(c, header=c) for c in classes] + [Column("mIoU", header="mIoU")]
-    if metric == "best":
-        columns[-1].header = f"mIoU — {BEST_TITLE}"
+    if metric != "final":
+        columns[-1].header = f"mIoU — {metric_title(metric)}"
     rows, cells = [], {}
     df = df.assign(_o=[method_order(m) for m in df["method"]]).sort_values(["_o", "settings_hash"])
     labels, label_notes = variant_labels(runs[runs["protocol"] == protocol])
@@ -835,7 +853,7 @@ def build_per_class(rs: ResultSet, protocol: str, metric: str = "final", methods
     for col in columns:
         mark_best([cells[(r.key, col.id)] for r in rows], positive_only=True)
     _mark_rows_without_weights(rows, runs[runs["protocol"] == protocol], label_notes)
-    what = "final checkpoint" if metric == "final" else BEST_TITLE
+    what = metric_title(metric)
     over = seeds_phrase(seeds) if seeds else "over seeds, (n) = number of seeds"
     caption = [f"Per-class IoU (%) on {protocol}, {what}, mean {over}.", "Best value per class in bold."]
     details = [f"Dataset {sub['dataset']}, split family {family_label(sub['family'])}, "
@@ -900,7 +918,8 @@ def render_csv(t: Table) -> str:
     w.writerow(["row", "kind", "method", "settings_hash", "overrides", "protocol", "dataset", "family", "labeled",
                 "metric", "mean", "std", "n", "delta", "ci95_halfwidth", "p_value", "paired", "best", "state", "cell",
                 "note"] + (COMPUTE_CSV if compute else []))
-    metric = "final" if t.metric == "final" else "best_on_val (selected on the evaluation set)"
+    metric = {"final": "final", "best": "best_on_val (selected on the evaluation set)",
+              "selected": "selected (on the held-out selection split; val mIoU)"}[t.metric]
     for row in t.rows:
         for col in t.columns:
             c = t.cell(row, col)

@@ -293,13 +293,13 @@ class ValDataset(Dataset):
         return raw, label, self.source.name(i)
 
 
-EVAL_SPLITS = ("val", "labeled", "unlabeled")
+EVAL_SPLITS = ("val", "labeled", "unlabeled", "selection")
 
 
 def build_val_dataset(protocol: Protocol, data_root: str | Path | None, split_root: str | Path,
                       cache: bool = False, check_files: bool = True, split: str = "val") -> ValDataset:
     """Every image of one of the protocol's lists with its mask, unaugmented. ``split`` is ``val`` (the
-    evaluation set) or, for diagnostics such as pseudo-label quality, ``labeled`` / ``unlabeled``: their
+    evaluation set), ``selection`` (held-out training images that choose a checkpoint) or, for diagnostics such as pseudo-label quality, ``labeled`` / ``unlabeled``: their
     masks must exist (they do for the synthetic set, VOC's SegmentationClassAug and Cityscapes train)."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")

@@ -37,6 +37,7 @@ Entry = tuple[str, str]
 UNIMATCH_REPO, UNIMATCH_COMMIT = UNIMATCH_SPLITS
 DEFAULT_SPLITS_URL = f"https://raw.githubusercontent.com/{UNIMATCH_REPO}/{UNIMATCH_COMMIT}/splits/"
 _FETCH_TIMEOUT_S = 60
+DRAWN_PREFIX = "drawn/"  # split lists drawn by `harness data draw-splits` (harness/data/draw_splits.py), never fetched
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -161,13 +162,15 @@ def check_disjoint(labeled: Sequence[Entry], unlabeled: Sequence[Entry], source_
 
 
 def protocol_split_files(protocol: Protocol) -> list[SplitFile]:
-    """The protocol's split files: labeled, unlabeled (if any), val."""
+    """The protocol's split files: labeled, unlabeled (if any), val, selection (if any)."""
     s = protocol.splits
-    return [f for f in (s.labeled, s.unlabeled, s.val) if f is not None]
+    return [f for f in (s.labeled, s.unlabeled, s.val, s.selection) if f is not None]
 
 
 def load_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str, list[Entry] | None]:
-    """Verified entries ``{'labeled', 'unlabeled' (None if absent), 'val'}``; labeled/unlabeled checked disjoint."""
+    """Verified entries ``{'labeled', 'unlabeled' (None if absent), 'val', 'selection' (None if absent)}``;
+    labeled/unlabeled checked disjoint, val disjoint from every training list, the selection list disjoint from the
+    labeled list and from val (its images may be in the unlabeled list: no method reads an unlabeled label)."""
     s = protocol.splits
     dataset = get_dataset(protocol)
     origin = (dataset.splits_origin if dataset.split_root is None
@@ -176,6 +179,7 @@ def load_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str
         "labeled": verify_split(split_root, s.labeled, origin),
         "unlabeled": verify_split(split_root, s.unlabeled, origin) if s.unlabeled is not None else None,
         "val": verify_split(split_root, s.val, origin),
+        "selection": verify_split(split_root, s.selection, origin) if s.selection is not None else None,
     }
     root = Path(split_root)
     if out["unlabeled"] is not None:
@@ -183,7 +187,25 @@ def load_protocol_splits(protocol: Protocol, split_root: str | Path) -> dict[str
     for name, train in (("labeled", s.labeled), ("unlabeled", s.unlabeled)):
         if train is not None:
             check_not_evaluated(out[name], out["val"], str(root / train.path), str(root / s.val.path))
+    if out["selection"] is not None:
+        check_selection(out["selection"], out["labeled"], out["val"], str(root / s.selection.path),
+                        str(root / s.labeled.path), str(root / s.val.path))
     return out
+
+
+def check_selection(selection: Sequence[Entry], labeled: Sequence[Entry], val: Sequence[Entry], selection_name: str,
+                    labeled_name: str, val_name: str, show: int = 5) -> None:
+    """A selection image that is labeled for training or in val is a DataError naming both files: a checkpoint
+    chosen on it would be chosen on images the run fits, or on the set it is reported on."""
+    chosen = {e[0] for e in selection}
+    for other, name, why in ((labeled, labeled_name, "the run trains on their labels"),
+                             (val, val_name, "the reported number would be selected on the set it is reported on")):
+        common = sorted(chosen.intersection(e[0] for e in other))
+        if common:
+            more = f" (and {len(common) - show} more)" if len(common) > show else ""
+            raise DataError(f"selection list {selection_name} and {name} share {len(common)} image(s): "
+                            f"{', '.join(common[:show])}{more}; the selection split must be held out from both "
+                            f"({why}). Draw it again outside them, then update the protocol's sha256 and count")
 
 
 def check_not_evaluated(train: Sequence[Entry], val: Sequence[Entry], train_name: str, val_name: str,
@@ -243,8 +265,16 @@ def resolve_split_root(protocol: Protocol, splits_dir: str | Path | None = None,
         return root
     root = default_splits_cache(dataset.splits_repo[1])
     if fetch:
-        fetch_splits(root, protocol_split_files(protocol), default_url=dataset.splits_url,
+        files = protocol_split_files(protocol)
+        drawn = [f for f in files if f.path.startswith(DRAWN_PREFIX)]
+        fetch_splits(root, [f for f in files if f not in drawn], default_url=dataset.splits_url,
                      origin=dataset.splits_origin)
+        missing = [f.path for f in drawn if not (root / f.path).is_file()]
+        if missing:  # drawn lists exist only where they were drawn: there is nothing to download
+            raise DataError(f"protocol {protocol.id} uses drawn split lists (harness data draw-splits, not the "
+                            f"published ones) that are not in the split cache {root}: {', '.join(missing[:3])}. "
+                            f"Draw them there with `harness data draw-splits`, or pass --splits-dir (HARNESS_SPLITS) "
+                            f"naming the folder they were drawn into")
     return root
 
 

@@ -38,12 +38,18 @@ Layout (same reader as PASCAL VOC, spec §1)::
     <root>/splits/val.txt                   all val ids (``val_00000`` ...)
     <root>/splits/<n>/{labeled,unlabeled}.txt   n in LABELED_COUNTS; nested (100 ⊂ 200 ⊂ 400 ⊂ 800)
     <root>/splits/full/labeled.txt          all train ids, no unlabeled list
+    <root>/splits/selection.txt             SELECTION_COUNT train ids outside every labeled list (selection split)
+    <root>/splits/seed<k>/<n>/{labeled,unlabeled}.txt   split seed k in SPLIT_SEEDS: another draw of n labeled
     <root>/manifest.json                    version, counts, class names, parameters, split checksums,
                                             content_sha256 (fingerprint of every image and mask file)
 
 Split lines are ``JPEGImages/<id>.jpg SegmentationClass/<id>.png`` with a final newline. The labeled lists
 are prefixes of one fixed-seed permutation of the train ids, chosen so that the smallest (hence every) list
-contains every foreground class; ``unlabeled`` is the rest of train. Void (255) is a ~2 px band on each
+contains every foreground class; ``unlabeled`` is the rest of train. The selection split and the split seeds
+follow :mod:`harness.data.split_seeds`: the selection split is drawn from the train ids outside the largest
+labeled list (so outside every one), each split seed's lists from the train ids outside the selection split, with
+the same every-class rule; roots generated before they existed get them on first use (:func:`ensure_seed_splits`,
+from the masks). Void (255) is a ~2 px band on each
 label boundary between different classes (like VOC's fine masks); background/clutter edges are not void.
 
 Everything is deterministic: image ``i`` of split ``s`` is drawn from ``numpy.random.Generator(PCG64)``
@@ -95,6 +101,8 @@ NUM_TRAIN = 3000
 NUM_VAL = 500
 LABELED_COUNTS = (100, 200, 400, 800)
 SPLIT_SEED = 7
+SELECTION_COUNT = 200        # held-out train images that choose a checkpoint (--metric selected)
+SPLIT_SEEDS = (1, 2, 3, 4, 5)  # further independent draws of every labeled count (harness/data/split_seeds.py)
 MIN_CLASS_PIXELS = 8  # a class "is in" an image with at least this many non-void pixels
 
 # --- generator knobs (defaults of SynthParams; all recorded in manifest.json) ---
@@ -606,12 +614,14 @@ def classes_present(mask: np.ndarray) -> set[int]:
 
 
 def split_lists(num_train: int, num_val: int, labeled_counts: tuple[int, ...], version: int,
-                present: Callable[[str], set[int]]) -> tuple[dict[str, list[str]], int]:
+                present: Callable[[str], set[int]], selection_count: int = SELECTION_COUNT,
+                split_seeds: tuple[int, ...] = SPLIT_SEEDS) -> tuple[dict[str, list[str]], int]:
     """The ids of every split list (``{relpath: ids}``) and the permutation attempt that was used.
 
     ``present(train_id)`` gives the foreground classes of a train image. The labeled lists are the prefixes of
     the first fixed-seed permutation of the train ids whose smallest prefix contains every foreground class
-    (so the lists are nested and all cover every class); ids inside each list are sorted.
+    (so the lists are nested and all cover every class); ids inside each list are sorted. The selection split and
+    split seeds are :func:`seed_split_lists`'.
     """
     train_ids = [image_id("train", i) for i in range(num_train)]
     lists = {"train.txt": train_ids, "val.txt": [image_id("val", i) for i in range(num_val)]}
@@ -629,11 +639,90 @@ def split_lists(num_train: int, num_val: int, labeled_counts: tuple[int, ...], v
         lists[f"{n}/labeled.txt"] = sorted(perm[:n])
         lists[f"{n}/unlabeled.txt"] = sorted(perm[n:])
     lists["full/labeled.txt"] = train_ids
+    lists.update(seed_split_lists(train_ids, perm[:max(labeled_counts)], labeled_counts, version, present,
+                                  selection_count, split_seeds))
     return lists, attempt
 
 
+def seed_split_lists(train_ids: list[str], standard_labeled: list[str], labeled_counts: tuple[int, ...],
+                     version: int, present: Callable[[str], set[int]], selection_count: int = SELECTION_COUNT,
+                     split_seeds: tuple[int, ...] = SPLIT_SEEDS) -> dict[str, list[str]]:
+    """``{relpath: ids}`` of the selection split and of every split seed's lists (procedure:
+    :mod:`harness.data.split_seeds`, keyed by ``(SEED_BASE, version)``); empty when fewer than
+    ``selection_count`` train images lie outside the largest standard labeled list (the small roots of tests)."""
+    from .split_seeds import draw_selection, draw_split_seed, unlabeled_of
+
+    outside = unlabeled_of(train_ids, standard_labeled)
+    if selection_count < 1 or len(outside) < selection_count:
+        return {}
+    key = (SEED_BASE, version)
+    selection = draw_selection(outside, selection_count, key)
+    pool = unlabeled_of(train_ids, selection)
+    need = set(range(1, NUM_CLASSES))
+
+    def every_class(ids: list[str]) -> bool:
+        return need <= set().union(*(present(i) for i in ids))
+
+    lists = {"selection.txt": selection}
+    for k in split_seeds:
+        drawn, _ = draw_split_seed(pool, labeled_counts, k, key, every_class)
+        for n, labeled in drawn.items():
+            lists[f"seed{k}/{n}/labeled.txt"] = labeled
+            lists[f"seed{k}/{n}/unlabeled.txt"] = unlabeled_of(train_ids, labeled)
+    return lists
+
+
+def ensure_seed_splits(root: str | Path, selection_count: int = SELECTION_COUNT,
+                       split_seeds: tuple[int, ...] = SPLIT_SEEDS) -> list[Path]:
+    """Write the selection split and split-seed lists a root generated before they existed lacks (drawn from its
+    masks, exactly as a new generation draws them); returns the files written. Each is written atomically, so
+    concurrent runs that both find it missing write the same bytes. A root this cannot read or write (made by hand,
+    read-only) is left as it is: a protocol that needs a missing list then names it when its lists are verified."""
+    from ..errors import WriteError
+    from ..records import atomic_write_bytes
+
+    root = Path(root)
+    try:
+        m = json.loads((root / "manifest.json").read_text())
+        counts, version = tuple(m["labeled_counts"]), m["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if "split_seeds" in m:  # generated with them: the manifest lists them and reuse checks that they exist
+        return []
+    sp = split_root(root)
+    expected = ["selection.txt"] + [f"seed{k}/{n}/{kind}.txt" for k in split_seeds for n in counts
+                                    for kind in ("labeled", "unlabeled")]
+    if all((sp / rel).is_file() for rel in expected):
+        return []
+    try:
+        train_ids = [Path(line.split()[0]).stem for line in (sp / "train.txt").read_text().splitlines() if line]
+        largest = [Path(line.split()[0]).stem
+                   for line in (sp / f"{max(counts)}" / "labeled.txt").read_text().splitlines() if line]
+    except OSError:
+        return []
+    cache: dict[str, set[int]] = {}
+
+    def present(iid: str) -> set[int]:
+        if iid not in cache:
+            with Image.open(root / "SegmentationClass" / f"{iid}.png") as im:
+                cache[iid] = classes_present(np.asarray(im))
+        return cache[iid]
+
+    written = []
+    for rel, ids in seed_split_lists(train_ids, largest, counts, version, present, selection_count,
+                                     split_seeds).items():
+        if not (sp / rel).is_file():
+            try:
+                atomic_write_bytes(sp / rel, split_bytes(ids))
+            except (OSError, WriteError):
+                return written
+            written.append(sp / rel)
+    return written
+
+
 def split_checksums(version: int = SYNTHETIC_VERSION, num_train: int = NUM_TRAIN, num_val: int = NUM_VAL,
-                    labeled_counts: tuple[int, ...] = LABELED_COUNTS, **params) -> dict[str, dict]:
+                    labeled_counts: tuple[int, ...] = LABELED_COUNTS, selection_count: int = SELECTION_COUNT,
+                    split_seeds: tuple[int, ...] = SPLIT_SEEDS, **params) -> dict[str, dict]:
     """``{relpath: {count, sha256}}`` of the split lists a generation would write, without writing images
     (renders only the masks the labeled-list draw looks at; fast)."""
     p = SynthParams(**params)
@@ -645,8 +734,13 @@ def split_checksums(version: int = SYNTHETIC_VERSION, num_train: int = NUM_TRAIN
         return cache[iid]
 
     counts = tuple(sorted(c for c in labeled_counts if c < num_train))
-    lists, _ = split_lists(num_train, num_val, counts, version, present)
+    lists, _ = split_lists(num_train, num_val, counts, version, present, selection_count, split_seeds)
     return {rel: {"count": len(ids), "sha256": hashlib.sha256(split_bytes(ids)).hexdigest()} for rel, ids in lists.items()}
+
+
+def split_bytes_ids(data: bytes) -> list[str]:
+    """The ids of a split list's raw bytes (the inverse of :func:`split_bytes`)."""
+    return [Path(line.split()[0]).stem for line in data.decode().splitlines() if line.strip()]
 
 
 def split_bytes(ids: list[str]) -> bytes:
@@ -708,10 +802,13 @@ def recorded_fingerprint(root: str | Path) -> str:
 def generate(root: str | Path, version: int = SYNTHETIC_VERSION, num_train: int = NUM_TRAIN,
              num_val: int = NUM_VAL, workers: int = 1,
              progress: Callable[[int, int], None] | None = None,
-             labeled_counts: tuple[int, ...] = LABELED_COUNTS, **params) -> Path:
+             labeled_counts: tuple[int, ...] = LABELED_COUNTS, selection_count: int = SELECTION_COUNT,
+             split_seeds: tuple[int, ...] = SPLIT_SEEDS, **params) -> Path:
     """Generate the dataset at ``root`` (atomically) and return ``root``.
 
-    ``params`` override :class:`SynthParams` fields (generator knobs). An existing complete root with the same
+    ``params`` override :class:`SynthParams` fields (generator knobs); ``selection_count`` and ``split_seeds``
+    size the selection split and the split seeds (none when the train set has no room, see
+    :func:`seed_split_lists`). An existing complete root with the same
     version, sizes and parameters is reused; any other existing ``root`` is an error (never mixed).
     ``progress(done, total)`` is called as images are written.
     """
@@ -730,7 +827,8 @@ def generate(root: str | Path, version: int = SYNTHETIC_VERSION, num_train: int 
                             f"Delete it or choose another root.")
         if locked:
             _remove_partials(root)
-        return _generate_into(root, version, num_train, num_val, workers, progress, labeled_counts, p)
+        return _generate_into(root, version, num_train, num_val, workers, progress, labeled_counts, p,
+                              selection_count, tuple(split_seeds))
 
 
 @contextlib.contextmanager
@@ -762,7 +860,8 @@ def _remove_partials(root: Path) -> None:
 
 def _generate_into(root: Path, version: int, num_train: int, num_val: int, workers: int,
                    progress: Callable[[int, int], None] | None, labeled_counts: tuple[int, ...],
-                   p: "SynthParams") -> Path:
+                   p: "SynthParams", selection_count: int = SELECTION_COUNT,
+                   split_seeds: tuple[int, ...] = SPLIT_SEEDS) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
         (tmp / "JPEGImages").mkdir()
@@ -796,7 +895,8 @@ def _generate_into(root: Path, version: int, num_train: int, num_val: int, worke
             pixel_counts[SPLIT_CODES[s]] += cnt
             image_counts[SPLIT_CODES[s]] += np.asarray(cnt) >= MIN_CLASS_PIXELS
 
-        lists, attempt = split_lists(num_train, num_val, labeled_counts, version, present.__getitem__)
+        lists, attempt = split_lists(num_train, num_val, labeled_counts, version, present.__getitem__,
+                                     selection_count, split_seeds)
         splits = {rel: _write_list(tmp / "splits" / rel, ids) for rel, ids in lists.items()}
 
         manifest = {
@@ -814,6 +914,8 @@ def _generate_into(root: Path, version: int, num_train: int, num_val: int, worke
             "split_seed": [SPLIT_SEED, attempt],
             "labeled_counts": list(labeled_counts),
             "labeled_nested": True,
+            "selection_count": len(lists.get("selection.txt", ())),
+            "split_seeds": list(split_seeds) if "selection.txt" in lists else [],
             "params": p.to_json(),
             "splits": splits,
             "class_pixels": {"train": pixel_counts[0].tolist(), "val": pixel_counts[1].tolist()},
@@ -849,6 +951,7 @@ def ensure_synthetic(root: str | Path | None = None, version: int = SYNTHETIC_VE
     if root.exists():
         ok, why = _manifest_ok(root, version, SynthParams(), NUM_TRAIN, NUM_VAL)
         if ok:
+            ensure_seed_splits(root)
             return root
         raise DataError(f"synthetic dataset root {root} cannot be used: {why}. Delete it to regenerate.")
     if workers is None:
@@ -915,7 +1018,8 @@ protocols:"""]
     description: synthetic, {n} labeled / {n_train - n} unlabeled train images
     splits:
       labeled: {sf(f'{n}/labeled.txt')}
-      unlabeled: {sf(f'{n}/unlabeled.txt')}""")
+      unlabeled: {sf(f'{n}/unlabeled.txt')}""" + (f"\n      selection: {sf('selection.txt')}"
+                                                  if "selection.txt" in sp else ""))
     out.append(f"""  - id: synthetic-full
     description: synthetic, all {n_train} train images labeled (fully supervised reference)
     splits:
@@ -923,10 +1027,13 @@ protocols:"""]
     return "\n".join(out) + "\n"
 
 
-def small_protocols_yaml(root: str | Path, family: str, budget: dict, with_full: bool = False) -> str:
+def small_protocols_yaml(root: str | Path, family: str, budget: dict, with_full: bool = False,
+                         split_seeds: bool = False) -> str:
     """Protocols over a small generated root (one labeled count) for tests and benchmarks of the harness
     itself: ``<family>-<n>`` (labeled + unlabeled) and, with ``with_full``, ``<family>-full``. A width-8
-    ``small`` model at crop 48; ``budget`` holds the budget keys (iterations, batches, lr, ...)."""
+    ``small`` model at crop 48; ``budget`` holds the budget keys (iterations, batches, lr, ...). With
+    ``split_seeds`` (a root generated with a selection split), ``<family>-<n>`` gets the selection split and
+    ``<family>-<n>-split<k>`` are added for every split seed of the root."""
     import yaml
 
     m = json.loads((Path(root) / "manifest.json").read_text())
@@ -938,6 +1045,15 @@ def small_protocols_yaml(root: str | Path, family: str, budget: dict, with_full:
     (n,) = m["labeled_counts"]
     protocols = [{"id": f"{family}-{n}", "splits": {"labeled": split(f"{n}/labeled.txt"),
                                                    "unlabeled": split(f"{n}/unlabeled.txt"), "val": split("val.txt")}}]
+    if split_seeds:
+        if "selection.txt" not in sp:
+            raise DataError(f"{root} has no selection split: generate it with a selection_count that fits")
+        protocols[0]["splits"]["selection"] = split("selection.txt")
+        for k in m["split_seeds"]:
+            protocols.append({"id": f"{family}-{n}-split{k}", "split_of": f"{family}-{n}", "split_seed": k,
+                              "splits": {"labeled": split(f"seed{k}/{n}/labeled.txt"),
+                                         "unlabeled": split(f"seed{k}/{n}/unlabeled.txt"), "val": split("val.txt"),
+                                         "selection": split("selection.txt")}})
     if with_full:
         protocols.append({"id": f"{family}-full", "splits": {"labeled": split("full/labeled.txt"),
                                                             "val": split("val.txt")}})
@@ -959,7 +1075,15 @@ def write_protocol_file(path: str | Path, root: str | Path) -> None:
     if not path.exists():
         path.write_text(protocol_yaml(root))
         return
-    splits = json.loads((Path(root) / "manifest.json").read_text())["splits"]
+    manifest = json.loads((Path(root) / "manifest.json").read_text())
+    splits = dict(manifest["splits"])
+    if "split_seeds" not in manifest:
+        # a root generated before split seeds: its manifest does not list the lists ensure_seed_splits added
+        for f in sorted(split_root(root).glob("seed*/*/*.txt")) + [split_root(root) / "selection.txt"]:
+            if f.is_file():
+                data = f.read_bytes()
+                splits[f.relative_to(split_root(root)).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                                                     "count": len(split_bytes_ids(data))}
 
     def sub(mt):
         rel = mt.group(1)
@@ -987,7 +1111,10 @@ class SyntheticLayout(VOCLayout):
 def prepare_root(root: Path) -> Path:
     """A run's root: generated when it has no manifest; a user-made root (other sizes) is taken as is, since the
     protocol's split checksums decide whether it fits."""
-    return root if (root / "manifest.json").is_file() else ensure_synthetic(root)
+    if not (root / "manifest.json").is_file():
+        return ensure_synthetic(root)
+    ensure_seed_splits(root)
+    return root
 
 
 @hookimpl

@@ -163,3 +163,40 @@ def test_official_imas_grid_expands_and_validates_on_its_gpus(tmp_path, fake_slu
     assert int(stated.group(1).replace(",", "")) == sum(resolve(r.spec).total_steps for r in runs)
     assert main(["grid", "imas-official", "--dry-run", "--out", str(tmp_path / "out")]) == 0
     assert "grid imas-official: 60 runs, 60 to run with the slurm executor" in capsys.readouterr().out
+
+
+def test_split_seed_grid_crosses_split_seeds_with_training_seeds(tmp_path, capsys):
+    """benchmarks/grids/synthetic-split-seeds.yaml: 3 methods × 5 split seeds of synthetic-pt-100 × 3 training
+    seeds, every run on a split-seed draw (never the standard list), in the pretrained regime."""
+    from harness.plugins import get_plugin_manager
+
+    grid = load_grid(GRIDS / "synthetic-split-seeds.yaml")
+    runs = expand(grid, out=str(tmp_path))
+    methods, splits, seeds = ["supervised", "unimatch", "mean_teacher"], [1, 2, 3, 4, 5], [0, 1, 2]
+    assert len(runs) == 45
+    assert [(r.spec.protocol, r.spec.method, r.spec.seed) for r in runs] == [
+        (f"synthetic-pt-100-split{k}", m, s) for k in splits for m in methods for s in seeds]
+    registry = get_plugin_manager().protocols
+    for r in runs:
+        p = registry.get(r.spec.protocol)
+        assert p.split_of == "synthetic-pt-100" and p.labeled_count == 100 and p.model.weights == "shapes-v1"
+        assert p.splits.selection is not None  # the same runs give --metric selected
+    assert len({r.run_dir for r in runs}) == 45
+    assert validate_runs(runs) == []
+    assert main(["grid", str(GRIDS / "synthetic-split-seeds.yaml"), "--dry-run", "--out", str(tmp_path)]) == 0
+    assert "synthetic-pt-100-split5" in capsys.readouterr().out
+
+
+def test_split_seeds_of_a_protocol_without_draws_is_a_clear_error(tmp_path):
+    from harness.errors import ConfigError
+
+    path = tmp_path / "g.yaml"
+    path.write_text("methods: [supervised]\nprotocols: [synthetic-pt-100, voc-92]\nsplit_seeds: [1, 9]\n")
+    with pytest.raises(ConfigError, match="synthetic-pt-100 has no split seed 9; its split seeds are 1, 2, 3, 4, 5"):
+        expand(load_grid(path), out=str(tmp_path))
+    path.write_text("methods: [supervised]\nprotocols: [voc-92]\nsplit_seeds: [1]\n")
+    with pytest.raises(ConfigError, match="voc-92 has no split seed 1; no protocol is a split-seed draw"):
+        expand(load_grid(path), out=str(tmp_path))
+    path.write_text("methods: [supervised]\nprotocols: [voc-92]\nsplit_seeds: [1, 1]\n")
+    with pytest.raises(ConfigError, match="split_seeds lists \\[1\\] more than once"):
+        load_grid(path)

@@ -27,6 +27,9 @@ PROTOCOLS = {
                                backbone="resnet101", crop_size=801) for n in (186, 372, 744, 1488)},
     **{f"synthetic-{n}": dict(dataset="synthetic", family="synthetic", labeled=n, eval_mode="whole",
                               backbone="small", crop_size=64) for n in (12, 25, 50, 100)},
+    **{f"synthetic-{n}-split{k}": dict(dataset="synthetic", family="synthetic-split-seeds", labeled=n,
+                                       eval_mode="whole", backbone="small", crop_size=64)
+       for n in (100, 200) for k in (1, 2, 3)},
 }
 
 
