@@ -57,11 +57,14 @@ def test_already_reduced_mask_is_refused_with_hint(tmp_path):
 
 
 def test_shipped_protocols_match_the_official_lists(shared_splits):
-    protocols = [p for p in get_plugin_manager().protocols if p.dataset == "ade20k"]
+    every = [p for p in get_plugin_manager().protocols if p.dataset == "ade20k"]
+    # the ResNet-101 protocols; the DINOv2 ones (ade20k-uv2-*) are checked in tests/core/test_uv2_protocols.py
+    protocols = [p for p in every if p.model.backbone == "resnet101"]
     assert sorted(p.labeled_count for p in protocols) == [316, 631, 1263, 2526, 5052, 10105, 20210]
+    assert all(p.id.startswith("ade20k-uv2-") for p in every if p not in protocols)
     for p in protocols:
         assert p.num_classes == 150 and tuple(p.class_names) == ADE20K_CLASSES
-        assert p.model.backbone == "resnet101" and p.crop_size == 518
+        assert p.crop_size == 518
         splits = verify_protocol_splits(p, shared_splits)  # SHA-256, counts, labeled/unlabeled disjoint
         if splits["unlabeled"] is not None:
             assert len(splits["labeled"]) + len(splits["unlabeled"]) == 20210

@@ -111,6 +111,20 @@ def test_synthetic_grids_expand_and_share_run_folders(name, tmp_path):
         assert len({r.run_dir for r in runs if r.spec.method == "s4mim"}) == 9  # three distinct S4MIM variants
 
 
+def test_pretrained_grid_covers_every_built_in_method_at_the_calibrated_budget(tmp_path):
+    from harness.plugins import get_plugin_manager
+
+    grid = load_grid(GRIDS / "synthetic-pt-benchmark.yaml")
+    runs = expand(grid, out=str(tmp_path))
+    builtin = {info.name for info in get_plugin_manager().methods if info.distribution == "ssseg-harness"}
+    assert set(grid.methods) == builtin  # every built-in method, the same-encoder supervised row included
+    assert len(runs) == len(builtin) * 4 * 3 + 3 and validate_runs(runs) == []
+    for r in runs:
+        resolved = resolve(r.spec)
+        assert resolved.total_steps == 6000 and resolved.protocol.model.weights == "shapes-v1"
+        assert "/default/" in str(r.run_dir)  # the protocols' own settings: nothing overridden
+
+
 # The official iMAS recipe (imas spec §8.1) as protocols and the iMAS README's tables as a grid.
 OFFICIAL = {  # id prefix: (backbone, output stride, aux head, crop, lr, head x, weight decay, loss, tau, group)
     "voc-imas-official-": ("resnet101", 16, False, 513, 0.001, 10.0, 1e-4, "ce", 0.95, 4),
