@@ -22,8 +22,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def run_spec_from_args(args):
     """The RunSpec of ``harness run``: ``--config`` file ← command line (flags and each ``--set`` win)."""
-    from .run_file import RunFile, read_run_file
-    from .runner import RunSpec, parse_set
+    from .train.run_file import RunFile, read_run_file
+    from .train.run import RunSpec, parse_set
 
     file = read_run_file(args.config) if args.config else RunFile(Path())
     where = f"--config {args.config}"
@@ -46,8 +46,8 @@ def run_spec_from_args(args):
 
 
 def cmd_run(args) -> int:
-    from .engine import StopRequested
-    from .runner import execute
+    from .train.engine import StopRequested
+    from .train.run import execute
 
     if args.threads is not None:
         if args.threads < 1:
@@ -76,7 +76,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation_cli import evaluate_checkpoint
+    from .evaluation.checkpoint_eval import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, protocol_id=args.protocol, data_root=args.data_root,
                                  splits_dir=args.splits_dir, device=args.device, split=args.split,
@@ -144,7 +144,7 @@ def _confusion_table(matrix, names) -> str:
 
 
 def cmd_show(args) -> int:
-    from .pictures import show_run
+    from .report.pictures import show_run
 
     out = show_run(args.run, args.out, split=args.split, images=args.images, confidence=args.confidence,
                    device=args.device, data_root=args.data_root, splits_dir=args.splits_dir)
@@ -210,7 +210,7 @@ def _setting_rows(model_cls, defaults: dict, resolved: dict | None, prefix: str 
 def _settings_table(pm, method: str | None, protocol_id: str | None) -> str:
     from tabulate import tabulate
 
-    from .runner import build_method_config
+    from .train.run import build_method_config
 
     if not method:
         raise HarnessError("'harness list settings' needs a method name, e.g. 'harness list settings unimatch'; "
@@ -233,7 +233,7 @@ def _data_weights(args) -> int:
     from .models import builtin_weights as bw
 
     if args.rebuild:
-        from .pretraining import train
+        from .train.pretraining import train
 
         info = train(Path(args.rebuild), workers=args.workers)
         shipped = bw.builtin_weights(info["weights"]).sha256
@@ -296,7 +296,7 @@ def cmd_data(args) -> int:
 
 
 def _load_results(sources):
-    from .results import load_results
+    from .report.results import load_results
 
     rs = load_results(sources, warn=False)
     for w in rs.warnings:
@@ -314,11 +314,11 @@ def _emit(text: str, out: str | None) -> None:
 
 
 def cmd_table(args) -> int:
-    from .tables import build_per_class, build_table, load_reported, render
+    from .report.tables import build_per_class, build_table, load_reported, render
 
     rs = _load_results(args.sources)
     if args.variance:
-        from .variance import build_variance_table, render_variance
+        from .report.variance import build_variance_table, render_variance
 
         vt = build_variance_table(rs, metric=args.metric, methods=args.methods, protocols=args.protocols)
         _emit(render_variance(vt, args.format), args.out)
@@ -339,7 +339,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .diagnose import diagnose, render_diagnosis
+    from .report.diagnose import diagnose, render_diagnosis
 
     rs = _load_results(args.sources)
     d = diagnose(rs.runs, args.protocol, reference=args.reference, seed=args.seed, tau=args.tau,
@@ -349,7 +349,7 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot
+    from .report.plots import plot
 
     rs = _load_results(args.sources)
     path = plot(rs, args.kind, args.out, protocol=args.protocol, methods=args.method, protocols=args.protocols,
@@ -361,8 +361,8 @@ def cmd_plot(args) -> int:
 def cmd_grid(args) -> int:
     import shlex
 
-    from .grids import parse_sbatch_items
-    from .launch import launch
+    from .launch.grid_file import parse_sbatch_items
+    from .launch.submit import launch
 
     slurm = {"partition": args.partition, "account": args.account, "qos": args.qos, "time": args.time,
              "gpus_per_task": args.gpus_per_task, "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
@@ -377,7 +377,7 @@ def cmd_grid(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .launch import show_status
+    from .launch.submit import show_status
 
     return show_status(args.target, out=args.out, lines=args.lines, as_json=args.json)
 

@@ -4,9 +4,9 @@ Run: ``python benchmarks/perf/evaluation.py [--device cpu|cuda] [--backbone smal
 [--image-size 1024 2048] [--whole-size 375 500] [--images 32] [--repeats 3] [--threads N] [--out FILE.json]``
 (smoke check: ``python benchmarks/perf/evaluation.py --quick``).
 
-Everything goes through the harness's own code (``harness.evaluate.evaluate``, ``harness.metrics``), on
+Everything goes through the harness's own code (``harness.evaluation.inference.evaluate``, ``harness.evaluation.metrics``), on
 random uint8 images and random masks (content does not change the cost), with the model in eval mode and
-the engine's autocast (``harness.engine.autocast_for``) at ``--precision`` (fp32 by default, as a run):
+the engine's autocast (``harness.train.engine.autocast_for``) at ``--precision`` (fp32 by default, as a run):
 
 * **(a) whole image**: ``evaluate`` over ``--images`` val-like images of one size (``--whole-size``,
   default 375×500, a VOC image; 21 classes) with ``EvalSpec(mode="whole", batch_images=1)`` against
@@ -127,9 +127,9 @@ def main() -> None:
         ap.error("--device cuda: CUDA is not available here")
     machine = machine_info(device)
 
-    from harness.engine import autocast_for
-    from harness.evaluate import evaluate, windows
-    from harness.metrics import ConfusionMatrix
+    from harness.train.engine import autocast_for
+    from harness.evaluation.inference import evaluate, windows
+    from harness.evaluation.metrics import ConfusionMatrix
     from harness.models import build_model
     from harness.protocols import EvalSpec
 

@@ -157,8 +157,8 @@ def compare_histories(a: dict, b: dict) -> dict:
 
 def eval_modes(folder: Path, device: str) -> dict:
     """Score one checkpoint with evaluation modes that must agree on 64×64 images."""
-    from harness.evaluate import evaluate
-    from harness.evaluation_cli import load_trained
+    from harness.evaluation.inference import evaluate
+    from harness.evaluation.checkpoint_eval import load_trained
     from harness.protocols import EvalSpec
 
     out = {"run_dir": str(folder), "results": {}}

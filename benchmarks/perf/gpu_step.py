@@ -111,9 +111,9 @@ def count_flops(fn, steps: list[int]) -> float:
 
 def bench_case(name: str, mode: str, p, device: torch.device, args, pm) -> dict:
     from harness.augment import blend, imas_strong, normalize
-    from harness.engine import build_context, build_optimizer, to_batch
+    from harness.train.engine import build_context, build_optimizer, to_batch
     from harness.models import build_model
-    from harness.runner import build_method_config
+    from harness.train.run import build_method_config
 
     set_mode(mode)
     precision = "bf16" if mode.startswith("bf16") else "fp32"
@@ -211,7 +211,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from harness.plugins import get_plugin_manager
-    from harness.runner import parse_set
+    from harness.train.run import parse_set
 
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark

@@ -70,7 +70,7 @@ def main() -> None:
     status_done_s, _ = _timed([*harness, "status", str(grid)], env)
 
     t_import = time.perf_counter()
-    from harness.results import aggregate, load_results
+    from harness.report.results import aggregate, load_results
     import_s = time.perf_counter() - t_import
     t_agg = time.perf_counter()
     rs = load_results([work / "runs"], warn=False)
@@ -82,7 +82,7 @@ def main() -> None:
             ("every run ended (from the start of harness grid)", grid_wall_s),
             ("harness status while the grid ran", status_running_s),
             ("harness status after it ended", status_done_s),
-            ("import harness.results (pandas)", import_s),
+            ("import harness.report.results (pandas)", import_s),
             (f"read {args.runs} records and aggregate", aggregate_s)]
     print(f"{args.runs} runs, executor {args.executor}")
     for name, s in rows:

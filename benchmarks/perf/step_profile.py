@@ -13,7 +13,7 @@ Phases are timed by wrapping the functions that do them; a phase's time excludes
   CutMix-source pass, teachers);
 * ``losses, pseudo-labels, rest``: what remains of ``training_step`` (softmax, argmax, losses, concatenations);
 * ``backward``, ``optimizer``, ``after_step``;
-* ``normalise weak views``: ``harness.engine.to_batch``.
+* ``normalise weak views``: ``harness.train.engine.to_batch``.
 
 ``evaluation``: one evaluation of the protocol's validation set (its ``eval`` settings), and per step its
 amortised cost (``num_evals`` evaluations over ``iterations`` steps). ``loader``: the training loader alone,
@@ -91,11 +91,11 @@ def main() -> None:
     from harness.data import build_train_loader, build_val_dataset
     from harness.data.roots import prepare_data
     from harness.data.transforms import normalize
-    from harness.engine import build_context, build_optimizer, to_batch
-    from harness.evaluate import evaluate
+    from harness.train.engine import build_context, build_optimizer, to_batch
+    from harness.evaluation.inference import evaluate
     from harness.models import build_model
     from harness.plugins import get_plugin_manager
-    from harness.runner import build_method_config
+    from harness.train.run import build_method_config
 
     pm = get_plugin_manager()
     p = pm.protocols.get(args.protocol)
@@ -116,7 +116,7 @@ def main() -> None:
             owner = getattr(owner, cls)
         if hasattr(owner, attr):  # versions of the methods differ in their helpers
             ph.wrap(owner, attr, "views")
-    import harness.engine as engine_module
+    import harness.train.engine as engine_module
     ph.wrap(engine_module, "to_batch", "normalise weak views")
     to_batch = engine_module.to_batch
 

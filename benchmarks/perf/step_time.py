@@ -33,12 +33,12 @@ def main() -> None:
 
     from harness.data import build_train_loader
     from harness.data.roots import prepare_data
-    from harness.engine import build_context, build_optimizer, to_batch
+    from harness.train.engine import build_context, build_optimizer, to_batch
     from harness.data.transforms import normalize
-    from harness.losses import build_supervised_loss
+    from harness.train.losses import build_supervised_loss
     from harness.models import build_model
     from harness.plugins import get_plugin_manager
-    from harness.runner import build_method_config
+    from harness.train.run import build_method_config
 
     pm = get_plugin_manager()
     p = pm.protocols.get(args.protocol)

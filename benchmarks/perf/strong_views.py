@@ -8,7 +8,7 @@ of it is copied into this project).
 One step's inputs, 0 workers, in this process, everything on the CPU:
 
 * **harness**: ``harness.data.build_train_loader`` with two weak crops per unlabeled image (UniMatch's
-  ``crops_needed``), ``harness.engine.to_batch`` (normalisation of the weak views), and
+  ``crops_needed``), ``harness.train.engine.to_batch`` (normalisation of the weak views), and
   ``UniMatch.make_views``: the two strong views of the batch, the CutMix source's two strong views, the two box
   sets and the pasting. The loader yields 8 labeled and 8 unlabeled images, each unlabeled one cropped twice.
 * **official**: UniMatch's ``SemiDataset`` through ``torch.utils.data.DataLoader`` (batch 8, shuffled, 0
@@ -57,7 +57,7 @@ PASTE_LAST = "img_u_s2_mix[cutmix_box2.unsqueeze(1).expand(img_u_s2.shape) == 1]
 def harness_steps(protocol, root: Path, split_root: Path, steps: int):
     """An iterator over the harness's step inputs: (labeled Batch, unlabeled Batch, UniMatchViews)."""
     from harness.data import build_train_loader, normalize
-    from harness.engine import to_batch
+    from harness.train.engine import to_batch
     from methods.unimatch import UniMatch
 
     # make_views reads only the method's config: no model or run context is needed to build the views

@@ -1,7 +1,7 @@
 """Built-in pretrained weights: the ``small`` backbone trained on the built-in pretraining task.
 
 ``shapes-v1`` is the stand-in for ImageNet weights in the synthetic benchmark's pretrained regime: a
-``small`` width-32 backbone trained by :mod:`harness.pretraining` on multi-label recognition of procedurally
+``small`` width-32 backbone trained by :mod:`harness.train.pretraining` on multi-label recognition of procedurally
 drawn shapes and textures (:mod:`harness.data.pretraining`: its own images, no segmentation labels). The file
 ships in the package (``harness/resources/weights``); its SHA-256 is fixed here, checked before every load and
 recorded in every run (``pretrained_source``). ``harness data weights`` verifies it; ``harness data weights

@@ -14,7 +14,7 @@ synthetic benchmark was trained with. The classifiers keep PyTorch's default eit
 Auxiliary head (``aux_head``, iMAS's ``Aux_Module``): layer3 features → 3×3 conv (D channels) → BN → ReLU → 1×1
 conv to the classes. It runs only in training mode, on the clean images of ``forward``; the returned logits then
 carry the aux logits (at layer3 resolution) for :func:`aux_logits_of`, which the supervised loss reads for the
-labeled rows it is given (``harness.losses``). Evaluation, ``encode``/``decode``/``features`` and eval-mode
+labeled rows it is given (``harness.train.losses``). Evaluation, ``encode``/``decode``/``features`` and eval-mode
 forwards never compute it.
 """
 

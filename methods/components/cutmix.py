@@ -284,7 +284,7 @@ def imas_cutmix_across_ranks(
 
     Returns this rank's images as one (partial) group: ``fired`` (1,) is the group's decision, ``partners`` are
     indices within the group (this rank's images are ``(rank % k)·b … + b − 1`` of it, k = group_size / b)."""
-    from harness.distributed import all_gather_stack
+    from harness.train.distributed import all_gather_stack
 
     B, _, H, W = x.shape
     if group_size <= B or group_size % B or world % (group_size // B):

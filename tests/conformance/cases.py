@@ -23,7 +23,7 @@ from unittest import mock
 import torch
 
 from harness.augment import normalize, unimatch_cutmix_boxes
-from harness.losses import cross_entropy, ohem_cross_entropy
+from harness.train.losses import cross_entropy, ohem_cross_entropy
 from harness.method import Batch, MethodContext
 from harness.models import build_model
 from harness.protocols import ModelSpec

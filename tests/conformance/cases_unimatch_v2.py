@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.engine import build_optimizer
+from harness.train.engine import build_optimizer
 from harness.method import Batch
 from harness.models import build_model
 from harness.protocols import ModelSpec

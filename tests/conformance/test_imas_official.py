@@ -86,7 +86,7 @@ def test_ema_schedule():
 
 @pytest.mark.parametrize("case", cases.OHEM_CASES, ids=names(cases.OHEM_CASES))
 def test_ohem_matches_ohem_cross_entropy_2d_tensor(case):
-    """``harness.losses.ohem_cross_entropy`` against ``OhemCrossEntropy2dTensor`` (one call per group)."""
+    """``harness.train.losses.ohem_cross_entropy`` against ``OhemCrossEntropy2dTensor`` (one call per group)."""
     assert cases.ohem_branches(case) == case["branches"]
     golden = GOLDEN["ohem"][case["name"]]
     ours = cases.harness_ohem(case)

@@ -55,7 +55,7 @@ def test_cutmix_boxes_from_the_same_draws():
 
 @pytest.mark.parametrize("case", cases.OHEM_CASES, ids=names(cases.OHEM_CASES))
 def test_ohem_matches_prob_ohem_cross_entropy(case):
-    """``harness.losses.ohem_cross_entropy`` against ``ProbOhemCrossEntropy2d`` (one call per group of
+    """``harness.train.losses.ohem_cross_entropy`` against ``ProbOhemCrossEntropy2d`` (one call per group of
     ``group`` crops, averaged as data parallelism averages devices): loss and gradient."""
     assert cases.ohem_branches(case) == case["branches"]
     golden = GOLDEN["ohem"][case["name"]]

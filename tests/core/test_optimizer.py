@@ -5,13 +5,13 @@ import copy
 import pytest
 import torch
 
-from harness.engine import build_optimizer, optimizer_for
+from harness.train.engine import build_optimizer, optimizer_for
 from harness.errors import ConfigError
 from harness.method import Method
 from harness.models import build_model
 from harness.protocols import Budget, ProtocolRegistry
 from harness.resources import protocols_dir
-from harness.resume import comparable
+from harness.train.resume import comparable
 from tests.methods.helpers import SPEC, make_context
 
 K = 3

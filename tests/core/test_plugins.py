@@ -141,7 +141,7 @@ def test_a_plugins_bad_default_is_blamed_on_the_plugin_not_on_set():
 
     from harness.method import Method, MethodConfig
     from harness.plugins import MethodInfo
-    from harness.runner import build_method_config
+    from harness.train.run import build_method_config
 
     class Bad(Method):
         name = "bad"

@@ -7,7 +7,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import ConfigError
-from harness.runner import RunSpec, resolve, run_dir
+from harness.train.run import RunSpec, resolve, run_dir
 
 
 @pytest.mark.parametrize("protocol, names", [("voc-92", ["resnet101_deepstem.pth", "resnet101.pth"]),

@@ -7,9 +7,9 @@ import pytest
 
 from harness.cli import build_parser, run_spec_from_args
 from harness.errors import ConfigError
-from harness.grids import GridFile, expand, validate_runs
-from harness.run_file import read_run_file
-from harness.runner import RunSpec, resolve, run_dir
+from harness.launch.grid_file import GridFile, expand, validate_runs
+from harness.train.run_file import read_run_file
+from harness.train.run import RunSpec, resolve, run_dir
 
 
 def _spec(argv):

@@ -7,7 +7,7 @@ import pytest
 
 from harness.protocols import ProtocolRegistry
 from harness.resources import protocols_dir
-from harness.tables import Column, load_reported, match_reported
+from harness.report.tables import Column, load_reported, match_reported
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "splits"

@@ -11,7 +11,7 @@ from harness.data.registry import Dataset, get_dataset
 from harness.data.roots import prepare_data
 from harness.data.check import check_dataset_root
 from harness.errors import ConfigError
-from harness.pictures import palette
+from harness.report.pictures import palette
 from tests.data.layouts import save_grey_png, write_split_file, make_protocol
 
 

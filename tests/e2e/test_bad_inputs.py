@@ -11,7 +11,7 @@ from harness.cli import main
 from harness.errors import NonFiniteLossError
 from harness.method import StepOutput
 from harness.plugins import get_plugin_manager
-from harness.runner import RunSpec, execute
+from harness.train.run import RunSpec, execute
 
 from .conftest import run_args
 

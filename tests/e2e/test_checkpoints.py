@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from harness import records
-from harness.engine import StopRequested, parse_checkpoint_every
-from harness.runlock import owner_alive
-from harness.runner import RunSpec, execute, run_dir
+from harness.train.engine import StopRequested, parse_checkpoint_every
+from harness.train.runlock import owner_alive
+from harness.train.run import RunSpec, execute, run_dir
 
 from .conftest import env, harness, read, run_args, state_of, wait_for
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.engine import StopRequested
-from harness.runner import RunSpec, execute
+from harness.train.engine import StopRequested
+from harness.train.run import RunSpec, execute
 
 
 def _run(tiny, tmp_path, method, **kw):

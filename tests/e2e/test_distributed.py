@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from harness import records
-from harness.evaluation_cli import evaluate_checkpoint
+from harness.evaluation.checkpoint_eval import evaluate_checkpoint
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")

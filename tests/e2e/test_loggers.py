@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from harness.errors import ConfigError
-from harness.runner import RunSpec, resolve
+from harness.train.run import RunSpec, resolve
 
 
 def _run(tiny, out, *extra):

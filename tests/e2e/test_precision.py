@@ -5,9 +5,9 @@ import torch
 
 from harness import records
 from harness.cli import main
-from harness.engine import autocast_for
+from harness.train.engine import autocast_for
 from harness.errors import ConfigError
-from harness.runner import RunSpec, resolve
+from harness.train.run import RunSpec, resolve
 
 
 def _argv(tiny, out, *extra):

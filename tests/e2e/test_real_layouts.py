@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from harness.cli import main
-from harness.evaluation_cli import evaluate_checkpoint
+from harness.evaluation.checkpoint_eval import evaluate_checkpoint
 from harness.plugins import get_plugin_manager
-from harness.runner import RunSpec, execute, run_dir
+from harness.train.run import RunSpec, execute, run_dir
 from tests.data.layouts import make_protocol, voc_ids, write_cityscapes_tree, write_split_file, write_voc_tree
 
 

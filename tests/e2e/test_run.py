@@ -7,11 +7,11 @@ import torch
 
 from harness import records
 from harness.cli import main
-from harness.engine import StopRequested
+from harness.train.engine import StopRequested
 from harness.errors import ConfigError, HarnessError, NonFiniteLossError
 from harness.method import StepOutput
 from harness.plugins import get_plugin_manager
-from harness.runner import RunSpec, execute, run_dir
+from harness.train.run import RunSpec, execute, run_dir
 
 
 def spec(tiny, tmp_path, **kw):

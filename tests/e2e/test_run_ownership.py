@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runlock import owner_alive
+from harness.train.runlock import owner_alive
 
 from ..launch.conftest import write_grid
 from .conftest import env, harness, read, run_args, state_of, wait_for

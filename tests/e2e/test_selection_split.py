@@ -11,11 +11,11 @@ import pytest
 from harness import records
 from harness.cli import main
 from harness.data.synthetic import generate, small_protocols_yaml
-from harness.engine import StopRequested
+from harness.train.engine import StopRequested
 from harness.plugins import get_plugin_manager
-from harness.results import load_results
-from harness.runner import RunSpec, execute, run_dir, selected_checkpoint
-from harness.tables import build_table, render
+from harness.report.results import load_results
+from harness.train.run import RunSpec, execute, run_dir, selected_checkpoint
+from harness.report.tables import build_table, render
 
 from ..conftest import TINY_BUDGET
 

@@ -2,8 +2,8 @@
 
 from harness import records
 from harness.cli import main
-from harness.grids import expand
-from harness.runner import RunSpec, run_dir
+from harness.launch.grid_file import expand
+from harness.train.run import RunSpec, run_dir
 
 from ..launch.conftest import write_grid
 
@@ -37,7 +37,7 @@ def test_a_run_restating_its_settings_is_the_same_finished_run(tiny_benchmark, t
 
 
 def test_grid_variants_with_equal_settings_are_one_run(tiny_benchmark, tmp_path):
-    from harness.grids import load_grid
+    from harness.launch.grid_file import load_grid
 
     g = write_grid(tmp_path / "g.yaml", name="g", out=str(tmp_path / "out"), methods=["supervised"],
                    protocols=["tiny-8"], seeds=[0], set={"budget.iterations": 4},

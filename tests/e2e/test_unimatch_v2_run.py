@@ -5,9 +5,9 @@ does."""
 import pytest
 
 from harness import records
-from harness.engine import StopRequested
+from harness.train.engine import StopRequested
 from harness.plugins import get_plugin_manager
-from harness.runner import RunSpec, execute, run_dir
+from harness.train.run import RunSpec, execute, run_dir
 from methods.unimatch_v2 import FixMatchV2, UniMatchV2
 
 # UniMatch V2's recipe on the CPU-sized ViT: AdamW with a 40x head, evaluation at multiples of its patch (8)

@@ -30,7 +30,7 @@ def _entry_point_site(tmp_path: Path) -> Path:
     info = site / "harness_wandb_entry-0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-wandb-entry\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[harness]\nwandb = harness.wandb_logger\n")
+    (info / "entry_points.txt").write_text("[harness]\nwandb = harness.loggers.wandb\n")
     return site
 
 
@@ -73,7 +73,7 @@ def _items(update) -> dict[str, object]:
 
 
 def test_wandb_logger_offline_writes_config_training_evaluations_and_the_record(tiny_benchmark, tmp_path):
-    from harness.wandb_logger import run_id
+    from harness.loggers.wandb import run_id
 
     wandb_dir = tmp_path / "wandb-dir"
     wandb_dir.mkdir()
@@ -115,7 +115,7 @@ def test_wandb_logger_offline_writes_config_training_evaluations_and_the_record(
 
 def test_a_failing_wandb_never_ends_the_run(tmp_path, monkeypatch, capsys):
     """W&B refusing to start (here: a mode it does not know) is reported once, and the run's later events pass."""
-    from harness import wandb_logger
+    from harness.loggers import wandb as wandb_logger
     from harness.plugins import PluginManager
 
     monkeypatch.setenv("WANDB_MODE", "no-such-mode")
@@ -135,7 +135,7 @@ def test_a_failing_wandb_never_ends_the_run(tmp_path, monkeypatch, capsys):
 
 def test_the_wandb_run_id_is_one_per_run_directory(tmp_path):
     """Every start of a run directory (a resume included) logs to the same W&B run; two directories never share."""
-    from harness.wandb_logger import run_id
+    from harness.loggers.wandb import run_id
 
     a, b = tmp_path / "runs" / "seed0", tmp_path / "runs" / "seed1"
     assert run_id(a) == run_id(tmp_path / "runs" / ".." / "runs" / "seed0") != run_id(b)
@@ -146,5 +146,5 @@ def test_the_package_declares_the_wandb_entry_point_and_extra():
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert project["entry-points"]["harness"]["wandb"] == "harness.wandb_logger"
+    assert project["entry-points"]["harness"]["wandb"] == "harness.loggers.wandb"
     assert any(req.startswith("wandb") for req in project["optional-dependencies"]["wandb"])

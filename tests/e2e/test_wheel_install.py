@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from harness import records
-from harness.tables import load_reported
+from harness.report.tables import load_reported
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def test_wheel_installed_in_a_fresh_venv_has_its_data_and_trains(tmp_path):
     elsewhere.mkdir()
 
     where = json.loads(_run([py, "-c", (
-        "import json, harness, harness.resources as r, harness.tables as t;"
+        "import json, harness, harness.resources as r, harness.report.tables as t;"
         "print(json.dumps({'file': harness.__file__, 'reported': len(t.load_reported()),"
         "'grids': sorted(p.name for p in r.grids_dir().glob('*.yaml')),"
         "'typed': (r.resource_dir('..') / 'py.typed').is_file()}))")], cwd=elsewhere, env=env))

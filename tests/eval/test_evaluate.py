@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.evaluate import center_crop_pair, evaluate, normalize, predict_scores, window_starts, windows
+from harness.evaluation.inference import center_crop_pair, evaluate, normalize, predict_scores, window_starts, windows
 from harness.models import build_model
 from harness.protocols import EvalSpec, ModelSpec
 
@@ -229,7 +229,7 @@ class _Patch14(nn.Module):
 
 
 def test_nearest_multiple_rounds_half_up():
-    from harness.evaluate import nearest_multiple
+    from harness.evaluation.inference import nearest_multiple
     assert [nearest_multiple(s, 14) for s in (500, 375, 7, 20, 21, 518)] == [504, 378, 14, 14, 28, 518]
     with pytest.raises(ValueError, match="rounds to 0"):
         nearest_multiple(6, 14)

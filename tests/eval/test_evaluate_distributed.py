@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from harness.evaluate import evaluate
+from harness.evaluation.inference import evaluate
 from harness.protocols import EvalSpec
 
 K = 3

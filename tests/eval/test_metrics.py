@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from harness.errors import DataError
-from harness.metrics import ConfusionMatrix
+from harness.evaluation.metrics import ConfusionMatrix
 
 GT_A = torch.tensor([[0, 0, 1], [1, 1, 255]])
 PRED_A = torch.tensor([[0, 1, 1], [1, 2, 0]])
@@ -87,7 +87,7 @@ def test_all_absent_is_nan():
 
 def test_pseudo_label_quality_worked_example():
     """The §7 example's matrix as ``full``; a subset of its pixels passes the threshold."""
-    from harness.metrics import pseudo_label_quality
+    from harness.evaluation.metrics import pseudo_label_quality
 
     full = np.array([[4, 1, 0, 0], [0, 3, 1, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
     kept = np.array([[3, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])

@@ -5,8 +5,8 @@ from PIL import Image
 
 from harness.cli import main
 from harness.data.cityscapes import CITYSCAPES_COLORS
-from harness.pictures import palette, pick
-from harness.runner import RunSpec, execute
+from harness.report.pictures import palette, pick
+from harness.train.run import RunSpec, execute
 
 
 def test_pick_spreads_indices_evenly_and_includes_both_ends():

@@ -50,7 +50,8 @@ class FakeSlurmExecutor:
 @pytest.fixture
 def fake_slurm(monkeypatch):
     """No cluster: scontrol facts are fixed, squeue answers from ``queue`` (a dict the test fills)."""
-    from harness import launch, slurm
+    from harness.launch import submit as launch
+    from harness.launch import slurm
 
     FakeSlurmExecutor.instances.clear()
     FakeSlurmExecutor.ids = itertools.count(1000)

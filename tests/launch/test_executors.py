@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.engine import StopRequested
-from harness.executors import local_command
-from harness.grids import PlannedRun, spec_from_dict
-from harness.manifest import load_manifest
-from harness.task import EXIT_STOPPED, GridTask, export_distributed_env
+from harness.train.engine import StopRequested
+from harness.launch.executors import local_command
+from harness.launch.grid_file import PlannedRun, spec_from_dict
+from harness.launch.manifest import load_manifest
+from harness.launch.task import EXIT_STOPPED, GridTask, export_distributed_env
 
 from .conftest import write_grid
 
@@ -245,11 +245,11 @@ def test_local_command_uses_torchrun_for_several_processes():
 
 
 def _distributed_supported() -> bool:
-    import harness.engine
-    return getattr(harness.engine, "DISTRIBUTED_SUPPORTED", False) is True
+    import harness.train.engine
+    return getattr(harness.train.engine, "DISTRIBUTED_SUPPORTED", False) is True
 
 
-@pytest.mark.skipif(not _distributed_supported(), reason="harness.engine does not expose DISTRIBUTED_SUPPORTED = True "
+@pytest.mark.skipif(not _distributed_supported(), reason="harness.train.engine does not expose DISTRIBUTED_SUPPORTED = True "
                                                          "yet (multi-process training lands with the engine's DDP)")
 def test_local_nproc_trains_one_run_over_two_processes(tiny_benchmark, tmp_path, capsys):
     g = _grid(tmp_path, tiny_benchmark, seeds=[0], variants=[])

@@ -8,9 +8,9 @@ import pytest
 import submitit
 
 from harness.errors import ConfigError
-from harness.executors import slurm_parameters
-from harness.grids import (GridFile, SlurmOptions, expand, load_grid, parse_sbatch_items, parse_time_minutes,
-                           split_arrays, validate_runs)
+from harness.launch.executors import slurm_parameters
+from harness.launch.grid_file import (GridFile, SlurmOptions, expand, load_grid, parse_sbatch_items, parse_time_minutes,
+                                      split_arrays, validate_runs)
 
 from .conftest import write_grid
 
@@ -168,7 +168,7 @@ def test_slurm_parameters_reach_the_sbatch_script(tmp_path, monkeypatch):
 
 
 def test_shipped_grids_are_found_by_name(tmp_path, monkeypatch):
-    from harness.grids import grid_path
+    from harness.launch.grid_file import grid_path
     from harness.resources import grids_dir
 
     monkeypatch.chdir(tmp_path)  # no benchmarks/ folder here

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.grids import expand, load_grid, validate_runs
-from harness.runner import resolve
+from harness.launch.grid_file import expand, load_grid, validate_runs
+from harness.train.run import resolve
 
 GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import launch
+from harness.launch import submit as launch
 from harness.cli import main
-from harness.grid_status import collect_status, decide_state, format_status, tail_lines
-from harness.grids import expand, load_grid
-from harness.manifest import load_manifest
-from harness.task import GridTask
+from harness.launch.status import collect_status, decide_state, format_status, tail_lines
+from harness.launch.grid_file import expand, load_grid
+from harness.launch.manifest import load_manifest
+from harness.launch.task import GridTask
 
 from .conftest import FakeSlurmExecutor, write_grid
 
@@ -198,7 +198,7 @@ def test_status_ignores_a_status_file_older_than_the_submission(tiny_benchmark, 
 
 
 def test_status_without_squeue_says_unknown(tiny_benchmark, tmp_path, fake_slurm, monkeypatch):
-    from harness import slurm
+    from harness.launch import slurm
     _launch(_grid(tmp_path, tiny_benchmark, methods=["supervised"], seeds=[0]))
 
     def broken(ids):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.grids import expand, load_grid, validate_runs
+from harness.launch.grid_file import expand, load_grid, validate_runs
 from harness.plugins import get_plugin_manager
-from harness.runner import resolve
+from harness.train.run import resolve
 from methods.unimatch_v2 import FixMatchV2, UniMatchV2
 
 GRIDS = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"

@@ -5,7 +5,7 @@ import contextlib
 import torch
 
 from harness.augment import normalize
-from harness.losses import cross_entropy
+from harness.train.losses import cross_entropy
 from harness.method import Batch, MethodContext
 from harness.models import build_model
 from harness.protocols import ModelSpec

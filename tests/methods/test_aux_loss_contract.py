@@ -6,12 +6,12 @@ import contextlib
 import pytest
 import torch
 
-from harness.losses import build_supervised_loss
+from harness.train.losses import build_supervised_loss
 from harness.method import MethodContext
 from harness.models import build_model
 from harness.plugins import get_plugin_manager
 from harness.protocols import SupervisedLoss
-from harness.runner import build_method_config
+from harness.train.run import build_method_config
 from tests.methods.helpers import SPEC, make_batch
 
 K = 4

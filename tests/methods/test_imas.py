@@ -10,7 +10,7 @@ from torch import nn
 
 import methods.imas as imas_module
 from harness.augment import imas_strong, normalize
-from harness.losses import cross_entropy
+from harness.train.losses import cross_entropy
 from harness.models import build_model
 from methods.imas import Imas
 from tests.methods.helpers import SPEC, make_batch, make_context, params_and_buffers, sgd_step

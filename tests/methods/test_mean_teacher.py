@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
-from harness.losses import cross_entropy
+from harness.train.losses import cross_entropy
 from harness.models import build_model
 from methods.mean_teacher import MeanTeacher
 from tests.methods.helpers import SPEC, make_batch, make_context, params_and_buffers, sgd_step

@@ -56,7 +56,7 @@ def test_changed_file_and_wrong_backbone_are_refused(tmp_path, monkeypatch):
 
 
 def test_run_resolution_checks_the_weights_before_training():
-    from harness.runner import RunSpec, resolve
+    from harness.train.run import RunSpec, resolve
 
     r = resolve(RunSpec(method="supervised", protocol="synthetic-pt-100", seed=0))
     assert r.protocol.model.weights == "shapes-v1" and r.protocol.model.pretrained
@@ -85,7 +85,7 @@ def test_pretraining_images_are_deterministic_and_labelled_by_what_is_visible():
 
 
 def test_pretraining_is_deterministic(tmp_path):
-    from harness.pretraining import train
+    from harness.train.pretraining import train
 
     tiny = {"train_images": 256, "heldout_images": 64, "epochs": 1, "batch": 64, "warmup_steps": 2}
     infos = [train(tmp_path / str(i), workers=w, log=lambda *a: None, recipe=tiny) for i, w in ((0, 1), (1, 2))]

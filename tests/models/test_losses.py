@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.losses import build_supervised_loss, cross_entropy, ohem_cross_entropy
+from harness.train.losses import build_supervised_loss, cross_entropy, ohem_cross_entropy
 from harness.protocols import SupervisedLoss
 
 

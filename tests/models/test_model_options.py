@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.engine import build_context
+from harness.train.engine import build_context
 from harness.errors import HarnessError
-from harness.losses import build_supervised_loss, cross_entropy
+from harness.train.losses import build_supervised_loss, cross_entropy
 from harness.models import aux_logits_of, build_model
 from harness.models.deeplab import DeepLabV3Plus
 from harness.models.resnet import SmallBackbone, _init_conv_bn

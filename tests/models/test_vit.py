@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from harness.engine import build_optimizer
+from harness.train.engine import build_optimizer
 from harness.errors import ConfigError
 from harness.models import build_model
 from harness.models.comp_drop import complementary_masks
@@ -245,7 +245,7 @@ def test_missing_weights_are_refused_when_the_run_is_resolved(tmp_path, monkeypa
 
 
 def test_records_name_the_regime_of_vit_weights(tmp_path):
-    from harness.results import regime_of
+    from harness.report.results import regime_of
 
     path = tmp_path / "w.pth"
     torch.save(official_state(_reference()), path)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.results import load_results
-from harness.tables import build_table, render
+from harness.report.results import load_results
+from harness.report.tables import build_table, render
 
 from . import latex_check
 from .conftest import write_run

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.diagnose import class_diagnostics
+from harness.report.diagnose import class_diagnostics
 
 
 def test_class_diagnostics_on_a_hand_made_matrix():

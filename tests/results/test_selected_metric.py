@@ -8,9 +8,9 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.results import aggregate, load_results, per_class
-from harness.runner import selected_checkpoint
-from harness.tables import SELECTED_TITLE, build_table, render
+from harness.report.results import aggregate, load_results, per_class
+from harness.train.run import selected_checkpoint
+from harness.report.tables import SELECTED_TITLE, build_table, render
 
 from .conftest import write_run
 

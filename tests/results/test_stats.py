@@ -1,4 +1,4 @@
-"""Confidence intervals and significance over seeds (harness/stats.py), worked by hand."""
+"""Confidence intervals and significance over seeds (harness/report/stats.py), worked by hand."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from harness.stats import compare, t_halfwidth
+from harness.report.stats import compare, t_halfwidth
 
 
 def test_t_halfwidth_by_hand():
@@ -53,7 +53,7 @@ def _miou(cm):
 
 
 def test_bootstrap_miou_resamples_images_not_pixels():
-    from harness.stats import bootstrap_miou
+    from harness.report.stats import bootstrap_miou
 
     rng = np.random.default_rng(0)
     cms = rng.integers(0, 50, size=(40, 3, 3))

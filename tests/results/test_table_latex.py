@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import load_results
-from harness.tables import BEST_TITLE, build_per_class, build_table, load_reported, render
+from harness.report.results import load_results
+from harness.report.tables import BEST_TITLE, build_per_class, build_table, load_reported, render
 
 from . import latex_check
 from .conftest import write_run
@@ -100,7 +100,7 @@ def test_delta_view_carries_its_interval_and_p_value_in_latex(fake_root):
 
 
 def test_escaping_gives_negative_numbers_a_minus_sign_and_leaves_hyphens():
-    from harness.table_latex import tex_escape
+    from harness.report.table_latex import tex_escape
 
     assert tex_escape("-2.50 ± 1.24, p < 0.001") == "$-$2.50 $\\pm$ 1.24, p \\textless{} 0.001"
     assert tex_escape("synthetic-100 (1/30)") == "synthetic-100 (1/30)"

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.results import ResultsWarning, aggregate, load_results
-from harness.tables import (BEST_TITLE, REPORTED_COLUMNS, build_per_class, build_table, fmt_stats, load_reported,
-                            render)
+from harness.report.results import ResultsWarning, aggregate, load_results
+from harness.report.tables import (BEST_TITLE, REPORTED_COLUMNS, build_per_class, build_table, fmt_stats, load_reported,
+                                   render)
 
 from .conftest import write_run
 
@@ -123,7 +123,7 @@ def test_a_tie_at_the_shown_precision_bolds_no_cell_in_every_format(tmp_path):
 
 
 def test_missing_and_partial_cells_are_dashes_with_notes(fake_root):
-    from harness.runlock import RunLock
+    from harness.train.runlock import RunLock
 
     write_run(fake_root, "imas", "voc-1464", 2, 0.0, record=False)  # status.json says running
     with RunLock(fake_root / "voc-1464" / "imas" / "default" / "seed2"):  # and a live process trains it
@@ -320,7 +320,7 @@ def test_per_class_table(tmp_path):
 @pytest.mark.parametrize("kind", ["miou-vs-labels", "curves", "per-class"])
 def test_plots_write_png(fake_root, tmp_path, kind):
     pytest.importorskip("matplotlib")
-    from harness.plots import plot
+    from harness.report.plots import plot
 
     rs = load_results([fake_root], warn=False)
     out = tmp_path / f"{kind}.png"
@@ -445,7 +445,7 @@ def test_override_restating_the_protocol_default_is_left_out_of_the_label(tmp_pa
 def test_curve_panels_one_per_signal_total_loss_first():
     import pandas as pd
 
-    from harness.plots import _signal_panels
+    from harness.report.plots import _signal_panels
 
     df = pd.DataFrame({"miou": [1.0], "student_miou": [1.0], "train.loss_x": [1.0], "train.loss": [1.0],
                        "train.lr": [0.1], "train.w_cons": [0.5], "method.h_mean": [0.3], "train.loss_u": [None]})
@@ -454,8 +454,8 @@ def test_curve_panels_one_per_signal_total_loss_first():
 
 
 def test_rows_without_the_protocols_weights_are_marked(tmp_path):
-    from harness.results import load_results
-    from harness.tables import WEIGHTS_MARK, build_per_class, build_table, render
+    from harness.report.results import load_results
+    from harness.report.tables import WEIGHTS_MARK, build_per_class, build_table, render
 
     root = tmp_path / "runs"
     for seed in (0, 1):
@@ -479,8 +479,8 @@ def test_rows_without_the_protocols_weights_are_marked(tmp_path):
 
 
 def test_delta_view_carries_interval_and_p_value_and_bolds_only_an_improvement(tmp_path):
-    from harness.results import load_results
-    from harness.tables import build_table, render
+    from harness.report.results import load_results
+    from harness.report.tables import build_table, render
 
     root = tmp_path / "runs"
     for seed, (sup, uni, im, mt) in enumerate([(60.0, 58.0, 59.0, 61.0), (62.0, 59.0, 61.5, 61.0),
@@ -506,7 +506,7 @@ def test_delta_view_carries_interval_and_p_value_and_bolds_only_an_improvement(t
 
 
 def test_row_labels_order_and_notes_come_from_the_method_plugins(monkeypatch):
-    from harness import tables
+    from harness.report import tables
     from harness.plugins import MethodInfo, get_plugin_manager
     from methods.unimatch import UniMatch
 
@@ -531,7 +531,7 @@ def test_row_labels_order_and_notes_come_from_the_method_plugins(monkeypatch):
 def test_unimatch_v2_rows_shown_only_where_the_encoder_matches():
     """UniMatch V2's rows (README and released logs) carry their encoder: a ResNet-101 column never shows them, a
     DINOv2-B column with their crop and evaluation shows the README's best and the logs' best and final."""
-    from harness.tables import Column, load_reported, match_reported
+    from harness.report.tables import Column, load_reported, match_reported
 
     reported = load_reported()
     resnet = Column("ade20k-316", "ade20k", "ade20k", 316, "whole", "resnet101", 518)

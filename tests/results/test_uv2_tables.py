@@ -1,10 +1,10 @@
 """A table of runs of UniMatch V2's protocols shows UniMatch V2's published and released numbers as reference rows
 next to the harness's UniMatch V2 row; a ResNet-101 column of the same split does not."""
 
-from harness import tables
+from harness.report import tables
 from harness.plugins import get_plugin_manager
-from harness.results import load_results
-from harness.tables import build_table, load_reported, render
+from harness.report.results import load_results
+from harness.report.tables import build_table, load_reported, render
 from methods.unimatch_v2 import UniMatchV2
 
 from . import conftest

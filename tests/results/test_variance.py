@@ -8,8 +8,8 @@ import math
 import pytest
 
 from harness.cli import main
-from harness.results import load_results
-from harness.variance import build_variance_table, frame, render_variance, variance_components
+from harness.report.results import load_results
+from harness.report.variance import build_variance_table, frame, render_variance, variance_components
 
 from .conftest import write_run
 

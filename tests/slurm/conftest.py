@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import slurm
+from harness.launch import slurm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "slurm" / "setup_cluster.sh"

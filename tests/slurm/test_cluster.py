@@ -6,7 +6,7 @@ What these tests pin down (details in scripts/slurm/README.md):
 * a failing array task leaves the others alone; its traceback is in ``job.stderr()``;
 * without accounting ``sacct`` fails, submitit's ``job.state`` is always ``"UNKNOWN"`` and
   ``job.done()`` only sees the result pickle: a cancelled task is never "done" for submitit, so
-  the launcher must use ``harness.slurm.squeue_states``;
+  the launcher must use ``harness.launch.slurm.squeue_states``;
 * ``scontrol requeue``: SIGTERM (ignored by submitit) then SIGKILL after KillWait, *no* checkpoint
   call, the job restarts from the originally submitted pickle; a Checkpointable that resumes from
   its own progress file ends with the uninterrupted result;
@@ -27,7 +27,7 @@ import cloudpickle
 import pytest
 import submitit
 
-from harness import slurm
+from harness.launch import slurm
 
 pytestmark = pytest.mark.slurm
 

@@ -22,10 +22,10 @@ import pytest
 import submitit
 import yaml
 
-from harness import slurm
+from harness.launch import slurm
 from harness.cli import main
-from harness.grid_status import RunStatus, collect_status, format_status
-from harness.manifest import load_manifest
+from harness.launch.status import RunStatus, collect_status, format_status
+from harness.launch.manifest import load_manifest
 
 pytestmark = pytest.mark.slurm
 
@@ -186,11 +186,11 @@ def test_requeued_and_preempted_runs_resume_with_identical_metrics(slurm_cluster
 
 
 def _distributed_supported() -> bool:
-    import harness.engine
-    return getattr(harness.engine, "DISTRIBUTED_SUPPORTED", False) is True
+    import harness.train.engine
+    return getattr(harness.train.engine, "DISTRIBUTED_SUPPORTED", False) is True
 
 
-@pytest.mark.skipif(not _distributed_supported(), reason="harness.engine does not expose DISTRIBUTED_SUPPORTED = True "
+@pytest.mark.skipif(not _distributed_supported(), reason="harness.train.engine does not expose DISTRIBUTED_SUPPORTED = True "
                                                          "yet (multi-process training lands with the engine's DDP)")
 def test_one_run_over_two_slurm_tasks(slurm_cluster, tiny_benchmark, tmp_path, manifests):
     g = write_grid(tmp_path / "ddp.yaml", tiny_benchmark, slurm_cluster.partition, name="ddp",

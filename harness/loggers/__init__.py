@@ -1,0 +1,2 @@
+"""Logger plugins on the run-event hook (TensorBoard, Weights & Biases).
+"""
