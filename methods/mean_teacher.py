@@ -8,11 +8,11 @@ import torch
 from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
 from harness.hookspecs import hookimpl
 from harness.method import Method, MethodConfig, StepOutput
-from methods.components.ema import EMATeacher, mean_teacher_decay
+from methods.components.ema import EMATeacher, TeacherEvaluated, mean_teacher_decay
 from methods.components.losses import sigmoid_rampup, softmax_consistency
 
 
-class MeanTeacher(Method):
+class MeanTeacher(TeacherEvaluated, Method):
     """L = L_x + w(t)·L_cons with an EMA teacher (baselines spec §2).
 
     One step: teacher (eval mode, no grad) on the weak crop x_w → p_t (no threshold); student (train mode)
@@ -74,22 +74,6 @@ class MeanTeacher(Method):
         w = self.consistency_weight(step)
         return StepOutput(loss_x + w * loss_cons,
                           {"loss_x": loss_x.detach(), "loss_cons": loss_cons.detach(), "w_cons": w})
-
-    def after_step(self, step):
-        self.teacher.update(self.model, self.ema_alpha(step))
-
-    def eval_model(self):
-        return self.teacher.eval_model()
-
-    def secondary_eval_models(self):
-        return {"student": self.model}
-
-    def state_dict(self):
-        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.teacher.load_state_dict(state["teacher"])
 
 
 @hookimpl

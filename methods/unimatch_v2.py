@@ -49,7 +49,7 @@ import torch
 from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
 from harness.hookspecs import hookimpl
 from harness.method import Batch, Method, MethodConfig, StepOutput
-from methods.components.ema import EMATeacher, mean_teacher_decay
+from methods.components.ema import EMATeacher, TeacherEvaluated, mean_teacher_decay
 from methods.components.losses import unimatch_unsup_loss
 from methods.unimatch import _max_argmax
 
@@ -91,7 +91,7 @@ def combine_losses(loss_x: torch.Tensor, loss_s1: torch.Tensor, loss_s2: torch.T
     return (config.weight_x * loss_x + config.weight_u * (loss_s1 + loss_s2) / 2) / 2
 
 
-class UniMatchV2(Method):
+class UniMatchV2(TeacherEvaluated, Method):
     """UniMatch V2: EMA-teacher pseudo-labels on the weak view, two strong views with reversed-batch CutMix and
     complementary dropout, ``L = (L_x + (L_s1 + L_s2)/2)/2``; see the module docstring."""
 
@@ -149,22 +149,6 @@ class UniMatchV2(Method):
 
     def ema_alpha(self, step: int) -> float:
         return mean_teacher_decay(step, self.config.ema_decay)
-
-    def after_step(self, step: int) -> None:
-        self.teacher.update(self.model, self.ema_alpha(step))
-
-    def eval_model(self):
-        return self.teacher.eval_model()
-
-    def secondary_eval_models(self):
-        return {"student": self.model}
-
-    def state_dict(self):
-        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.teacher.load_state_dict(state["teacher"])
 
 
 class FixMatchV2Config(MethodConfig):

@@ -1,4 +1,4 @@
-"""EMA teacher shared by mean teacher, iMAS and combined (imas spec §5, baselines spec §2).
+"""EMA teacher shared by mean teacher, iMAS, combined and UniMatch V2 (imas spec §5, baselines spec §2).
 
 The teacher is a deep copy of the student (parameters and buffers), receives no gradient and is always
 used in eval mode. ``update`` averages parameters and floating-point buffers
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["EMATeacher", "imas_decay", "mean_teacher_decay"]
+__all__ = ["EMATeacher", "TeacherEvaluated", "imas_decay", "mean_teacher_decay"]
 
 
 class EMATeacher:
@@ -108,3 +108,25 @@ def imas_decay(
     if (zero_first_epoch and epoch <= s) or epoch < s:
         return 0.0
     return min(1.0 - 1.0 / (i - iters_per_epoch * s + 1), cap)
+
+
+class TeacherEvaluated:
+    """Mixin (before ``Method`` in the bases) for a method whose EMA teacher ``self.teacher`` follows the student
+    after every step (α from the method's ``ema_alpha(step)``) and is the evaluated network; the student is logged
+    as ``student``, and the teacher is saved with the method's checkpoint."""
+
+    def after_step(self, step: int) -> None:
+        self.teacher.update(self.model, self.ema_alpha(step))
+
+    def eval_model(self) -> nn.Module:
+        return self.teacher.eval_model()
+
+    def secondary_eval_models(self) -> dict[str, nn.Module]:
+        return {"student": self.model}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.teacher.load_state_dict(state["teacher"])
