@@ -23,12 +23,27 @@ _STRICT = pydantic.ConfigDict(extra="forbid")
 
 
 class SplitFile(pydantic.BaseModel):
-    """A split list, relative to the split root, with the SHA-256 of its raw bytes."""
+    """A split list, relative to the split root, pinned by the SHA-256 of its raw bytes or, for a file whose bytes
+    were never available to the harness, by the git blob id its source repository gives it (the SHA-1 of
+    ``b"blob <size>\\0" + bytes``: as exact a pin, read from the repository's tree without the file)."""
 
     model_config = _STRICT
     path: str
-    sha256: str = pydantic.Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = pydantic.Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    git_blob: str | None = pydantic.Field(default=None, pattern=r"^[0-9a-f]{40}$")
     count: int = pydantic.Field(gt=0, description="number of entries (non-empty lines)")
+
+    @pydantic.model_validator(mode="after")
+    def _one_pin(self):
+        if (self.sha256 is None) == (self.git_blob is None):
+            raise ValueError(f"split {self.path}: give exactly one of 'sha256' (of the file's bytes) or 'git_blob' "
+                             f"(the source repository's blob id)")
+        return self
+
+    @property
+    def pin(self) -> str:
+        """The pinned digest as recorded with a run: the SHA-256, or ``git-blob:<id>``."""
+        return self.sha256 if self.sha256 is not None else f"git-blob:{self.git_blob}"
 
 
 class Splits(pydantic.BaseModel):

@@ -14,7 +14,7 @@ Split root resolution (:func:`resolve_split_root`):
   (UniMatch for VOC and Cityscapes, UniMatch V2 for ADE20K and COCO; base URL overridable with
   ``$HARNESS_SPLITS_URL``, e.g. a ``file://`` URL of a local copy).
 
-Every file is verified against the SHA-256 the protocol pins before use (:func:`verify_split`).
+Every file is verified against the SHA-256 (or git blob id) the protocol pins before use (:func:`verify_split`).
 """
 
 from __future__ import annotations
@@ -80,6 +80,20 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a file with these bytes (``git hash-object``): SHA-1 of ``b"blob <size>\\0" + data``."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def pin_mismatch(data: bytes, split: SplitFile) -> str | None:
+    """None if ``data`` are the bytes ``split`` pins, else what they are instead ("SHA-256 ..., expected ...")."""
+    if split.sha256 is not None:
+        actual = sha256_bytes(data)
+        return None if actual == split.sha256 else f"SHA-256 {actual}, expected {split.sha256}"
+    actual = git_blob_id(data)
+    return None if actual == split.git_blob else f"git blob id {actual}, expected {split.git_blob}"
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -120,10 +134,10 @@ def verify_split(split_root: str | Path, split: SplitFile, origin: str = "") -> 
             f"the splits/ folder of {origin}, set HARNESS_SPLITS, or unset both to fetch them into the cache") from None
     except OSError as exc:
         raise DataError(f"cannot read split file {path}: {exc}") from None
-    actual = sha256_bytes(data)
-    if actual != split.sha256:
+    wrong = pin_mismatch(data, split)
+    if wrong:
         raise DataError(
-            f"split file {path} has SHA-256 {actual}, expected {split.sha256}: it is not the pinned copy "
+            f"split file {path} has {wrong}: it is not the pinned copy "
             f"({origin}, {split.path}). Replace it with the "
             f"original file (delete it if it is in the harness cache and it will be fetched again), or point "
             f"--splits-dir / HARNESS_SPLITS at an unmodified copy")
@@ -299,7 +313,7 @@ def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | N
         target = dest / f.path
         if target.is_file():
             try:
-                if sha256_file(target) == f.sha256:
+                if pin_mismatch(target.read_bytes(), f) is None:
                     continue
             except OSError:
                 pass
@@ -313,10 +327,10 @@ def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | N
                 f"cannot download split file {f.path} from {url}: {reason}. Without network access, pass "
                 f"--splits-dir DIR or set HARNESS_SPLITS=DIR, DIR being a copy of the splits/ folder of "
                 f"{origin}") from None
-        actual = sha256_bytes(data)
-        if actual != f.sha256:
+        wrong = pin_mismatch(data, f)
+        if wrong:
             raise DataError(
-                f"downloaded split file {f.path} from {url} has SHA-256 {actual}, expected {f.sha256}; it was not "
+                f"downloaded split file {f.path} from {url} has {wrong}; it was not "
                 f"saved. Check HARNESS_SPLITS_URL, or pass --splits-dir / set HARNESS_SPLITS to a verified copy")
         atomic_write_bytes(target, data)
         fetched.append(target)

@@ -326,7 +326,7 @@ def _config_document(r: ResolvedRun, device: torch.device, data_root: Path, spli
         "global_batch": {"labeled": p.budget.batch_labeled,
                          "unlabeled": p.budget.batch_unlabeled if r.method.cls.uses_unlabeled else 0},
         "lr_scaled": False,
-        "split_checksums": {s.path: s.sha256 for s in (p.splits.labeled, p.splits.unlabeled, p.splits.val,
+        "split_checksums": {s.path: s.pin for s in (p.splits.labeled, p.splits.unlabeled, p.splits.val,
                                                        p.splits.selection) if s},
         "data_root": str(data_root),
         "split_root": str(split_root),

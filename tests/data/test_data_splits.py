@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 
+import pydantic
 import pytest
 
-from harness.data.splits import (check_disjoint, fetch_splits, load_protocol_splits, parse_split_bytes,
+from harness.data.splits import (check_disjoint, fetch_splits, git_blob_id, load_protocol_splits, parse_split_bytes,
                                  read_sha256sums, read_split_file, resolve_split_root, sha256_file, verify_split)
 from harness.errors import DataError
 from harness.protocols import SplitFile
@@ -98,6 +100,49 @@ def test_count_mismatch(tmp_path):
     spec = SplitFile(path="l.txt", sha256=sha256_file(tmp_path / "l.txt"), count=2)
     with pytest.raises(DataError, match="has 1 entries, the protocol expects 2"):
         verify_split(tmp_path, spec)
+
+
+# ------------------------------------------------------------------------------------ pinned by git blob id
+
+def test_git_blob_id_is_what_git_computes(tmp_path):
+    for data in (b"", b"a.jpg a.png\n", bytes(range(256)) * 3):
+        (tmp_path / "f").write_bytes(data)
+        git = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True, check=True)
+        assert git_blob_id(data) == git.stdout.strip()
+
+
+def test_git_blob_id_of_a_shared_list_is_its_blob_in_unimatch_v2s_tree(shared_splits):
+    # `git ls-tree` of UniMatch V2 at f6afb4dfca2d gives splits/coco/1_512/labeled.txt this blob (the same id
+    # pins the unlabeled lists, whose bytes are not in the shared copy)
+    assert git_blob_id((shared_splits / "coco/1_512/labeled.txt").read_bytes()) == \
+        "682578a8abd3c14622fa228c77e2ad602281b867"
+
+
+def test_a_split_pinned_by_git_blob_is_verified_and_fetched_by_it(tmp_path):
+    src = tmp_path / "src"
+    write_split_file(src / "u.txt", [("a.jpg", "a.png"), ("b.jpg", "b.png")])
+    data = (src / "u.txt").read_bytes()
+    spec = SplitFile(path="u.txt", git_blob=git_blob_id(data), count=2)
+    assert spec.pin == f"git-blob:{spec.git_blob}"
+    dest = tmp_path / "dest"
+    assert fetch_splits(dest, [spec], base_url=src.as_uri()) == [dest / "u.txt"]
+    assert [e[0] for e in verify_split(dest, spec)] == ["a.jpg", "b.jpg"]
+    assert fetch_splits(dest, [spec], base_url=src.as_uri()) == []  # a verified copy is not fetched again
+    other = data + b"\n"  # the same entries, other bytes: not the pinned file
+    (dest / "u.txt").write_bytes(other)
+    with pytest.raises(DataError) as exc:
+        verify_split(dest, spec)
+    assert f"git blob id {git_blob_id(other)}, expected {spec.git_blob}" in str(exc.value)
+    (src / "u.txt").write_bytes(b"c.jpg c.png\n")
+    with pytest.raises(DataError, match=f"expected {spec.git_blob}; it was not saved"):
+        fetch_splits(tmp_path / "fresh", [spec], base_url=src.as_uri())
+    assert not (tmp_path / "fresh" / "u.txt").exists()
+
+
+@pytest.mark.parametrize("pins", [{}, {"sha256": "0" * 64, "git_blob": "0" * 40}])
+def test_a_split_names_exactly_one_pin(pins):
+    with pytest.raises(pydantic.ValidationError, match="exactly one of 'sha256'"):
+        SplitFile(path="u.txt", count=1, **pins)
 
 
 # ------------------------------------------------------------------------------------------ root / fetch
