@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .results import canonical
+from .results import canonical, protocol_overrides
 from .tables import Cell, Column, Table
 
 SUPERVISED = "supervised"
@@ -61,11 +61,10 @@ def _cell_stats(runs: pd.DataFrame) -> dict[tuple[str, str, str], CellCompute]:
     return out
 
 
-def _supervised_of(row_overrides: dict, col: str, stats, runs: pd.DataFrame) -> CellCompute | None:
+def _supervised_of(row_overrides: dict, row_hash: str, col: str, stats, runs: pd.DataFrame) -> CellCompute | None:
     """The supervised cell a row is compared with: same protocol, same protocol-level settings (default settings
     preferred), as in the Δ view."""
-    pkey = canonical({k: v for k, v in (row_overrides or {}).items()
-                      if k.split(".")[0] in ("budget", "model", "eval", "supervised_loss")})
+    pkey = canonical(protocol_overrides(row_overrides, row_hash))
     sup = runs[(runs["method"] == SUPERVISED) & (runs["protocol"] == col) & (runs["protocol_overrides_key"] == pkey)]
     if sup.empty:
         return None
@@ -92,7 +91,7 @@ def add_compute(table: Table, runs: pd.DataFrame) -> None:
                 continue
             if not math.isfinite(st.hours):  # records without a wall time: nothing to add up
                 continue
-            sup = _supervised_of(row.overrides, col.id, stats, runs)
+            sup = _supervised_of(row.overrides, row.settings_hash, col.id, stats, runs)
             if sup is not None and math.isfinite(sup.hours) and sup.hours > 0:
                 st.ratio = st.hours / sup.hours
                 if cell.state != "partial":

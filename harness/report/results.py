@@ -132,7 +132,12 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-def protocol_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+def protocol_overrides(overrides: dict[str, Any], settings_hash: str = "") -> dict[str, Any]:
+    """The protocol-level part of a run's overrides (what decides which supervised row it is compared with). A run
+    in the ``default`` settings folder has none: its overrides only restate defaults (e.g. a run made while the
+    protocol's default was another value, pinned with ``--set``, and moved there after the default changed)."""
+    if settings_hash == "default":
+        return {}
     return {k: v for k, v in (overrides or {}).items() if k.split(".")[0] in PROTOCOL_SECTIONS}
 
 
@@ -191,7 +196,7 @@ def parse_record(path: Path, doc: Any) -> dict[str, Any]:
         "crop_size": int(doc["crop_size"]) if str(doc["crop_size"]).isdigit() else doc["crop_size"],
         "overrides": overrides,
         "overrides_key": canonical(overrides),
-        "protocol_overrides_key": canonical(protocol_overrides(overrides)),
+        "protocol_overrides_key": canonical(protocol_overrides(overrides, str(doc.get("settings_hash") or "default"))),
         "final_miou": miou,
         "final_step": final.get("step"),
         "best_miou": _num(best.get("miou")),

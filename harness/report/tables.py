@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import HarnessError
-from .results import ResultSet, aggregate, canonical, filter_runs, per_class
+from .results import ResultSet, aggregate, canonical, filter_runs, per_class, protocol_overrides
 
 REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone", "crop", "os", "eval_mode",
                     "selection", "source_type", "source", "note"]
@@ -604,8 +604,7 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                     if c and c.state == "ok":
                         c.state, c.value = "baseline", math.nan
                 continue
-            pkey = canonical({k: v for k, v in row.overrides.items()
-                              if k.split(".")[0] in ("budget", "model", "eval", "supervised_loss")})
+            pkey = canonical(protocol_overrides(row.overrides, row.settings_hash))
             for col in columns:
                 c = cells.get((row.key, col.id))
                 if c is None or c.state not in ("ok", "partial"):

@@ -505,6 +505,18 @@ def test_delta_view_carries_interval_and_p_value_and_bolds_only_an_improvement(t
     assert _md_row(ci, "Supervised")[0].startswith("61.00 ± 2.48")  # s = 1, t(0.975, 2)/√3 = 2.484
 
 
+def test_a_default_folder_run_that_restates_a_default_is_compared_with_the_plain_supervised_row(tmp_path):
+    """A run made while the protocol's default was another value, pinned with --set and moved into the default
+    folder after the default changed, is Δ'd against the supervised row without overrides (not left without one)."""
+    root = tmp_path / "runs"
+    for seed, sup in enumerate([60.0, 62.0, 61.0]):
+        write_run(root, "supervised", "voc-92", seed, sup)
+    write_run(root, "unimatch", "voc-92", 0, 64.0, overrides={"budget.iterations": 100}, settings_hash="default")
+    md = render(build_table(load_results([root], warn=False), delta=True, show_partial=True), "markdown")
+    assert _md_row(md, "UniMatch")[0] == "+3.00 (1)†"  # 64 - mean(60, 62, 61); one seed: no interval
+    assert "Runs pinned to the protocol default budget.iterations=100" in md
+
+
 def test_row_labels_order_and_notes_come_from_the_method_plugins(monkeypatch):
     from harness.report import tables
     from harness.plugins import MethodInfo, get_plugin_manager
