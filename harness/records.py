@@ -1,4 +1,4 @@
-"""Run-directory files: atomic JSON writes, the metrics log, the status file, environment facts.
+"""Run-directory files: atomic JSON writes, the metrics log, the status file, environment facts, file checksums.
 
 A run directory holds ``config.json`` (everything resolved), ``metrics.jsonl`` (one line per
 evaluation), ``status.json`` (state, step, last error; rewritten as the run goes), ``latest.pt`` and,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -100,6 +101,15 @@ def _temporary_beside(path: Path):
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (weights files are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -12,7 +12,8 @@ from .readers import DataLayout, SegmentationSource, make_layout, read_image, re
 from .registry import Dataset, DatasetRegistry, get_dataset
 from .splits import (DEFAULT_SPLITS_URL, UNIMATCH_COMMIT, check_disjoint, fetch_splits, load_protocol_splits,
                      parse_split_bytes, protocol_split_files, read_sha256sums, read_split_file, resolve_split_root,
-                     sha256_file, verify_protocol_splits, verify_split)
+                     verify_protocol_splits, verify_split)
+from ..records import sha256_file
 from .transforms import (IMAGENET_MEAN, IMAGENET_STD, WeakParams, apply_weak, normalize, sample_weak_params,
                          weak_augment)
 from .voc import VOC_CLASSES, VOC_DISPLAY_NAMES, VOC_NUM_CLASSES, VOCLayout, voc_palette, voc_palette_flat

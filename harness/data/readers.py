@@ -62,8 +62,8 @@ def size_mismatch_hint(image_path: str | Path, image_hw: tuple[int, int], mask_h
     return (f" The image carries an EXIF orientation tag ({orientation}: shown {'rotated' if turned else 'turned'} by "
             f"viewers), which the harness, like the reference code, does not apply: its pixels are read as stored"
             + (", and rotated they would match the mask" if turned else "") + ". Save the image with the rotation "
-            f"applied to the pixels and the tag removed (e.g. PIL.ImageOps.exif_transpose), so that image and mask "
-            f"agree as stored.")
+            "applied to the pixels and the tag removed (e.g. PIL.ImageOps.exif_transpose), so that image and mask "
+            "agree as stored.")
 
 
 def _allowed_table(num_classes: int) -> np.ndarray:

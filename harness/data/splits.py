@@ -94,14 +94,6 @@ def pin_mismatch(data: bytes, split: SplitFile) -> str | None:
     return None if actual == split.git_blob else f"git blob id {actual}, expected {split.git_blob}"
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_sha256sums(path: str | Path) -> dict[str, str]:
     """``{relpath: digest}`` from a ``sha256sum``-format file (``<hex>  ./<relpath>``)."""
     path = Path(path)

@@ -8,7 +8,7 @@ import torch
 
 from .. import records
 from ..errors import CheckpointError, HarnessError
-from .metrics import pseudo_label_quality
+from .metrics import bootstrap_miou, pseudo_label_quality
 from ..plugins import get_plugin_manager
 from ..protocols import Protocol
 
@@ -67,7 +67,7 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
     """Evaluate the checkpoint's evaluated network (``eval_model()``) on the ``split`` list of the protocol
     (``val``; ``labeled``/``unlabeled`` for diagnostics). ``confidence`` τ adds the confident-pixel matrix and
     ``pseudo_label_quality`` of the network's thresholded predictions (see ``harness.evaluation.metrics``). ``bootstrap`` B > 0
-    adds ``"bootstrap"``: the evaluation noise of the mIoU from B resamples of the images (``harness.report.stats``)."""
+    adds ``"bootstrap"``: the evaluation noise of the mIoU from B resamples of the images (:func:`harness.evaluation.metrics.bootstrap_miou`)."""
     from .inference import evaluate
 
     run = load_trained(path, protocol_id, data_root, splits_dir, device, split)
@@ -76,8 +76,6 @@ def evaluate_checkpoint(path: str, protocol_id: str | None = None, data_root: st
                       autocast=method.context.autocast, confidence=confidence, per_image=bootstrap > 0)
     result["class_names"] = protocol.class_names
     if bootstrap > 0:
-        from ..report.stats import bootstrap_miou
-
         result["bootstrap"] = bootstrap_miou(result.pop("per_image_confusion"), resamples=bootstrap)
     result["split"] = split
     where = protocol.id if split == "val" else f"the {split} list of {protocol.id}"

@@ -69,11 +69,7 @@ class ConfusionMatrix:
 
     def iou(self) -> np.ndarray:
         """Per-class IoU (float64), NaN where the union is 0."""
-        c = self.numpy().astype(np.float64)
-        inter = np.diag(c)
-        union = c.sum(0) + c.sum(1) - inter
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
+        return iou_from_confusion(self.numpy())
 
     def miou(self) -> float:
         """100 · nanmean of the per-class IoUs (NaN if no class occurs at all)."""
@@ -81,6 +77,37 @@ class ConfusionMatrix:
         if np.all(np.isnan(iou)):
             return float("nan")
         return float(100.0 * np.nanmean(iou))
+
+
+def iou_from_confusion(mat: np.ndarray) -> np.ndarray:
+    """Per-class IoU (float64) of a K×K confusion matrix (rows: ground truth, columns: prediction), or of each
+    matrix of a stack (…×K×K → …×K); NaN where a class's union is 0."""
+    m = np.asarray(mat, dtype=np.float64)
+    inter = np.diagonal(m, axis1=-2, axis2=-1)
+    union = m.sum(-2) + m.sum(-1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
+
+
+def bootstrap_miou(per_image_confusion: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Evaluation noise of a dataset-level mIoU: the images are resampled with replacement ``resamples`` times
+    and the mIoU recomputed from the summed confusion matrices (the metric is dataset-level, so the images, not
+    the pixels, are the sampling unit).
+
+    ``per_image_confusion``: N×K×K (``evaluate(..., per_image=True)``). Returns the mIoU of all images, the
+    bootstrap standard deviation and the 2.5 / 97.5 percentiles, in mIoU points."""
+    cms = np.asarray(per_image_confusion, dtype=np.float64)
+    n, k, _ = cms.shape
+    if n < 2:
+        raise ValueError(f"a bootstrap over images needs at least two images, got {n}")
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)  # resamples × N
+    mats = (counts @ cms.reshape(n, k * k)).reshape(resamples, k, k)
+    miou = 100 * np.nanmean(iou_from_confusion(mats), axis=1)
+    full = 100 * float(np.nanmean(iou_from_confusion(cms.sum(0))))
+    lo, hi = np.percentile(miou, [2.5, 97.5])
+    return {"miou": full, "std": float(miou.std(ddof=1)), "low": float(lo), "high": float(hi),
+            "resamples": resamples, "images": n}
 
 
 def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from ..protocols import ModelSpec
 from .base import SegmentationModel
 from .deeplab import ASPP, DeepLabV3Plus, aspp_dilations, aux_logits_of, reduce_channels
-from .builtin_weights import BUILTIN_WEIGHTS, load_builtin
 from .encoders import Encoder, get_encoder
 from .pretrained import load_pretrained
 from .resnet import ResNetBackbone, SmallBackbone, build_backbone

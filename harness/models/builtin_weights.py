@@ -10,7 +10,6 @@ recorded in every run (``pretrained_source``). ``harness data weights`` verifies
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -20,9 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..records import sha256_file
 
-__all__ = ["BuiltinWeights", "BUILTIN_WEIGHTS", "builtin_weights", "weights_path", "verify", "load_builtin",
-           "sha256_of"]
+__all__ = ["BuiltinWeights", "BUILTIN_WEIGHTS", "builtin_weights", "weights_path", "verify", "load_builtin"]
 
 
 @dataclass(frozen=True)
@@ -52,14 +51,6 @@ def weights_path(name: str) -> Path:
     return Path(str(resources.files("harness") / "resources" / "weights" / builtin_weights(name).file))
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(name: str) -> Path:
     """The path of the shipped file, after checking it exists and has its SHA-256."""
     w = builtin_weights(name)
@@ -67,7 +58,7 @@ def verify(name: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"built-in weights {name!r}: {path} is missing from the installed package; reinstall "
                           f"ssseg-harness or rebuild them with `harness data weights --rebuild DIR`")
-    got = sha256_of(path)
+    got = sha256_file(path)
     if got != w.sha256:
         raise ConfigError(f"built-in weights {name!r}: {path} has SHA-256 {got}, expected {w.sha256}; the file "
                           f"was changed or truncated: reinstall ssseg-harness")

@@ -20,7 +20,6 @@ opt-out is ``--set model.pretrained=false``, which is recorded and gets its own 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..records import sha256_file
 
 __all__ = ["ENV_VAR", "candidate_files", "read_state_dict", "load_pretrained", "require_pretrained",
            "weight_file_names"]
@@ -102,14 +102,6 @@ def _stem_layout(state: dict[str, torch.Tensor]) -> str:
     return "unknown"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _missing_message(name: str, deep_stem: bool, width: int, looked: list[str], skipped: list[str],
                      protocol: str | None) -> str:
     names = " or ".join(weight_file_names(name, deep_stem, width))
@@ -155,5 +147,5 @@ def load_pretrained(backbone: nn.Module, name: str, deep_stem: bool, width: int 
                 f"pretrained weights file {path} does not fit the {name} backbone (deep_stem={deep_stem}): "
                 f"missing keys {result.missing_keys[:5]}{'...' if len(result.missing_keys) > 5 else ''}, "
                 f"unexpected keys {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}")
-        return f"imagenet: {path} (sha256 {_sha256(path)[:12]})"
+        return f"imagenet: {path} (sha256 {sha256_file(path)[:12]})"
     raise ConfigError(_missing_message(name, deep_stem and name != "small", width, looked, skipped, None))

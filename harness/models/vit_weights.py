@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .builtin_weights import sha256_of
+from ..records import sha256_file
 from .pretrained import ENV_VAR, _env_dirs
 
 __all__ = ["weight_file_names", "is_weight_path", "find_weight_file", "read_weight_file", "detect_format",
@@ -195,8 +195,8 @@ def load_vit_weights(encoder, name: str, weights: str, path: Path | None = None)
         raise ConfigError(f"encoder weights file {path} ({fmt} format) does not fit encoder {name}, "
                           f"{_describe(encoder)}: {detail}. Is it the file of another model size?")
     encoder.load_state_dict(state, strict=True)
-    kind = "dinov2" if name.startswith("dinov2") else "file"  # what results.regime_of reads
-    return f"{kind} ({fmt} format): {path} (sha256 {sha256_of(path)[:12]})"
+    kind = "dinov2" if name.startswith("dinov2") else "file"  # what harness.regimes.regime_of reads
+    return f"{kind} ({fmt} format): {path} (sha256 {sha256_file(path)[:12]})"
 
 
 def _missing_message(name: str, weights: str, looked: list[str], protocol: str | None) -> str:

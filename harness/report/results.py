@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..errors import HarnessError
+from ..regimes import regime_of
 from ..train.runlock import owner_alive
 
 RECORD = "record.json"
@@ -53,24 +54,6 @@ RUN_COLUMNS = ["protocol", "method", "settings_hash", "seed", "dataset", "family
                "final_step", "best_miou", "best_step", "selected_miou", "selected_step", "split_of", "split_seed",
                "total_steps", "wall_time_s", "finished_at", "iou",
                "secondary", "pretrained_source", "regime", "run_dir", "record_path", *COMPUTE_COLUMNS]
-
-
-def regime_of(pretrained_source: str | None) -> str:
-    """Which regime a run's encoder started in, from its record's ``pretrained_source``: ``from scratch``,
-    ``pretrained (shapes-v1)`` for built-in weights, ``pretrained (ImageNet)``, ``pretrained (DINOv2)``,
-    ``pretrained (file)`` (a ViT's weights file), or ``unknown`` (old records)."""
-    src = str(pretrained_source or "")
-    if src.startswith("random"):
-        return "from scratch"
-    if src.startswith("builtin "):
-        return f"pretrained ({src.split()[1].rstrip(':')})"
-    if src.startswith("imagenet"):
-        return "pretrained (ImageNet)"
-    if src.startswith("dinov2"):
-        return "pretrained (DINOv2)"
-    if src.startswith("file"):
-        return "pretrained (file)"
-    return "unknown"
 
 
 class ResultsWarning(UserWarning):

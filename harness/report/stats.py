@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["Comparison", "compare", "t_halfwidth", "bootstrap_miou"]
+__all__ = ["Comparison", "compare", "t_halfwidth"]
 
 
 def t_halfwidth(values: Sequence[float], confidence: float = 0.95) -> float:
@@ -68,31 +68,3 @@ def compare(a: Mapping[object, float], b: Mapping[object, float], confidence: fl
     dof = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))  # Welch–Satterthwaite
     p = float(2 * _st.t.sf(abs(delta) / se, dof))
     return Comparison(delta, float(_st.t.ppf(0.5 + confidence / 2, dof) * se), p, len(xb), False)
-
-
-def bootstrap_miou(per_image_confusion: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Evaluation noise of a dataset-level mIoU: the images are resampled with replacement ``resamples`` times
-    and the mIoU recomputed from the summed confusion matrices (the metric is dataset-level, so the images, not
-    the pixels, are the sampling unit).
-
-    ``per_image_confusion``: N×K×K (``evaluate(..., per_image=True)``). Returns the mIoU of all images, the
-    bootstrap standard deviation and the 2.5 / 97.5 percentiles, in mIoU points."""
-    cms = np.asarray(per_image_confusion, dtype=np.float64)
-    n, k, _ = cms.shape
-    if n < 2:
-        raise ValueError(f"a bootstrap over images needs at least two images, got {n}")
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)  # resamples × N
-    mats = (counts @ cms.reshape(n, k * k)).reshape(resamples, k, k)
-    inter = np.diagonal(mats, axis1=1, axis2=2)
-    union = mats.sum(1) + mats.sum(2) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        miou = 100 * np.nanmean(np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan), axis=1)
-    total = cms.sum(0)
-    t_inter = np.diag(total)
-    t_union = total.sum(0) + total.sum(1) - t_inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        full = 100 * float(np.nanmean(np.where(t_union > 0, t_inter / np.where(t_union > 0, t_union, 1), np.nan)))
-    lo, hi = np.percentile(miou, [2.5, 97.5])
-    return {"miou": full, "std": float(miou.std(ddof=1)), "low": float(lo), "high": float(hi),
-            "resamples": resamples, "images": n}

@@ -25,7 +25,8 @@ from torch import nn
 
 from ..data import pretraining as task
 from ..data.transforms import normalize
-from ..models.builtin_weights import builtin_weights, sha256_of
+from ..models.builtin_weights import builtin_weights
+from ..records import sha256_file
 from ..models.resnet import SmallBackbone
 
 # The recipe of shapes-v1. Changing any of these makes other weights: give them a new name.
@@ -134,7 +135,7 @@ def train(out: Path, workers: int = 2, log=print, recipe: dict | None = None) ->
     torch.save(model.backbone.state_dict(), path)
     info = {
         "weights": w.name,
-        "sha256": sha256_of(path),
+        "sha256": sha256_file(path),
         "recipe": r,
         "task": {"labels": list(task.LABEL_NAMES), "seed_base": task.SEED_BASE,
                  "train_indices": [0, r["train_images"]],

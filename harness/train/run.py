@@ -26,7 +26,7 @@ from ..errors import ConfigError, HarnessError, WriteError
 from .interrupts import stop_on_signals
 from ..method import MethodConfig
 from ..plugins import MethodInfo, get_plugin_manager
-from ..report.results import regime_of
+from ..regimes import regime_of
 from ..protocols import OVERRIDABLE_SECTIONS, Protocol, _format_validation
 from .resume import check_resume, config_with_start
 from .runlock import LOCK, RunLock

@@ -9,9 +9,10 @@ import pydantic
 import pytest
 
 from harness.data.splits import (check_disjoint, fetch_splits, git_blob_id, load_protocol_splits, parse_split_bytes,
-                                 read_sha256sums, read_split_file, resolve_split_root, sha256_file, verify_split)
+                                 read_sha256sums, read_split_file, resolve_split_root, verify_split)
 from harness.errors import DataError
 from harness.protocols import SplitFile
+from harness.records import sha256_file
 from tests.data.layouts import make_protocol, write_split_file
 
 # entries per file (benchmarks spec §3)

@@ -14,6 +14,7 @@ import torch
 from harness.data import pretraining as task
 from harness.errors import ConfigError
 from harness.models import build_model
+from harness.records import sha256_file
 from harness.models import builtin_weights as bw
 from harness.protocols import ModelSpec
 
@@ -23,7 +24,7 @@ SPEC = ModelSpec(backbone="small", width=32, decoder_channels=64, output_stride=
 
 def test_shipped_file_matches_its_checksum_and_metadata():
     path = bw.verify("shapes-v1")
-    assert bw.sha256_of(path) == bw.BUILTIN_WEIGHTS["shapes-v1"].sha256
+    assert sha256_file(path) == bw.BUILTIN_WEIGHTS["shapes-v1"].sha256
     meta = bw.metadata("shapes-v1")
     assert meta["sha256"] == bw.BUILTIN_WEIGHTS["shapes-v1"].sha256
     assert meta["recipe"]["weights"] == "shapes-v1" and meta["heldout"]["mean_ap"] > 0.5

@@ -245,7 +245,7 @@ def test_missing_weights_are_refused_when_the_run_is_resolved(tmp_path, monkeypa
 
 
 def test_records_name_the_regime_of_vit_weights(tmp_path):
-    from harness.report.results import regime_of
+    from harness.regimes import regime_of
 
     path = tmp_path / "w.pth"
     torch.save(official_state(_reference()), path)

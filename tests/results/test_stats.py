@@ -53,7 +53,7 @@ def _miou(cm):
 
 
 def test_bootstrap_miou_resamples_images_not_pixels():
-    from harness.report.stats import bootstrap_miou
+    from harness.evaluation.metrics import bootstrap_miou
 
     rng = np.random.default_rng(0)
     cms = rng.integers(0, 50, size=(40, 3, 3))
