@@ -104,6 +104,17 @@ def _probability(text: str) -> float:
     return v
 
 
+def _resamples(text: str) -> int:
+    """--bootstrap: 0 (off) or a number of resamples >= 2 (one resample has no spread)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v != 0 and v < 2:
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a number of resamples >= 2, got {text!r}")
+    return v
+
+
 def _pct(v: float) -> str:
     return "—" if v != v else f"{100 * v:.1f}"
 
@@ -430,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=_probability, default=None, metavar="TAU",
                    help="also report the pixels predicted with probability >= TAU: how many, how many correct, "
                         "per class (the quality of thresholded pseudo-labels of this network)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+    p.add_argument("--bootstrap", type=_resamples, default=0, metavar="B",
                    help="also estimate the evaluation noise of the mIoU: B resamples of the images with replacement "
                         "(e.g. 1000); prints its std and 95 %% interval")
     p.add_argument("--confusion", action="store_true", help="print the row-normalised confusion matrix")
@@ -517,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", required=True)
     p.add_argument("--reference", default="supervised", help="the same-encoder reference method (default supervised)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference run whose checkpoint is evaluated")
-    p.add_argument("--tau", type=float, default=0.95, help="confidence threshold of the pseudo-labels (default 0.95)")
+    p.add_argument("--tau", type=_probability, default=0.95, help="confidence threshold of the pseudo-labels (default 0.95)")
     p.add_argument("--methods", nargs="+", metavar="M", help="only these methods")
     p.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     p.add_argument("--out", help="write to this file instead of stdout")

@@ -111,7 +111,7 @@ class PluginManager:
         self._entry_points: dict[object, metadata.EntryPoint] = {}
         self._hook_names = [n for n in dir(hookspecs) if n.startswith("harness_")]
         self._ordered: list = []
-        self._register_builtin_datasets()
+        self._register_builtins()
         self._load_entry_points()
         self.methods = MethodRegistry()
         self.methods.failures = self.failures
@@ -141,7 +141,7 @@ class PluginManager:
             self._dists[module] = (dist, version)
             self._entry_points[module] = ep
 
-    def _register_builtin_datasets(self) -> None:
+    def _register_builtins(self) -> None:
         """See BUILTIN_DATASET_MODULES and BUILTIN_ENCODER_MODULES. An import error here is a bug of the harness
         itself: it propagates."""
         version = _own_version()

@@ -25,11 +25,9 @@ import numpy as np
 from ..errors import DataError
 from ..hookspecs import hookimpl
 from .readers import DataLayout
-from .registry import Dataset
+from .registry import UNIMATCH_V2_SPLITS, Dataset
 
 ADE20K_ENV = "HARNESS_DATA_ADE20K"
-UNIMATCH_V2_SPLITS = ("LiheYoung/UniMatch-V2", "f6afb4dfca2d9dcbcee2307e97717954ca75c0ba")
-"""Where the ADE20K and COCO split lists come from: UniMatch V2's ``splits/`` folder at this commit."""
 
 # The 150 classes of the SceneParsing benchmark in objectInfo150.txt order (short names, as ADE20K benchmarks
 # print them); index i is the official annotation value i + 1.

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..hookspecs import hookimpl
-from .ade20k import UNIMATCH_V2_SPLITS
 from .readers import DataLayout
-from .registry import Dataset
+from .registry import UNIMATCH_V2_SPLITS, Dataset
 
 COCO_ENV = "HARNESS_DATA_COCO"
 

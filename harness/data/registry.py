@@ -12,7 +12,8 @@ Masks always decode to class indices ``0 … K−1`` with 255 = ignore, the valu
 picture of the harness ignores; a dataset whose files use another void value maps it in its reader
 (ADE20K's 0).
 
-This module stays light (no torch): ``harness table`` reads dataset order and names through it.
+``harness table`` reads dataset order and names through this module; it imports no model code itself (the
+package ``harness.data`` around it does import torch).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 UNIMATCH_SPLITS = ("LiheYoung/UniMatch", "0324f3dd4a22128105a5eb135d2586c0bb3cc647")
 """Where the VOC and Cityscapes split lists come from: (GitHub repository, commit); its ``splits/`` folder."""
+UNIMATCH_V2_SPLITS = ("LiheYoung/UniMatch-V2", "f6afb4dfca2d9dcbcee2307e97717954ca75c0ba")
+"""Where the ADE20K and COCO split lists come from: UniMatch V2's ``splits/`` folder at this commit."""
 
 
 @dataclass(frozen=True)

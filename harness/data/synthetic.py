@@ -695,9 +695,8 @@ def ensure_seed_splits(root: str | Path, selection_count: int = SELECTION_COUNT,
     if all((sp / rel).is_file() for rel in expected):
         return []
     try:
-        train_ids = [Path(line.split()[0]).stem for line in (sp / "train.txt").read_text().splitlines() if line]
-        largest = [Path(line.split()[0]).stem
-                   for line in (sp / f"{max(counts)}" / "labeled.txt").read_text().splitlines() if line]
+        train_ids = split_bytes_ids((sp / "train.txt").read_bytes())
+        largest = split_bytes_ids((sp / f"{max(counts)}" / "labeled.txt").read_bytes())
     except OSError:
         return []
     cache: dict[str, set[int]] = {}

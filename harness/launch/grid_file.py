@@ -259,7 +259,7 @@ def spec_from_dict(doc: dict[str, Any]):
     return RunSpec(**{k: v for k, v in doc.items() if k in known})
 
 
-def split_seed_protocols(protocol: str, split_seeds: Sequence[int] | None) -> list[str]:
+def split_seed_protocols(protocol: str, split_seeds: Sequence[int] | None, grid: str = "") -> list[str]:
     """The protocols a grid runs for ``protocol``: itself without ``split_seeds``, else its split-seed draws (the
     registered protocols with ``split_of == protocol``), in the order of ``split_seeds``; a missing one is a
     ConfigError naming the split seeds that exist."""
@@ -274,7 +274,7 @@ def split_seed_protocols(protocol: str, split_seeds: Sequence[int] | None) -> li
         have = (f"its split seeds are {', '.join(map(str, sorted(draws)))}" if draws else
                 "no protocol is a split-seed draw of it (harness list protocols; for VOC and Cityscapes, draw them "
                 "with `harness data draw-splits`)")
-        raise ConfigError(f"grid key split_seeds: protocol {protocol} has no split seed "
+        raise ConfigError(f"{f'grid {grid}: ' if grid else ''}key split_seeds: protocol {protocol} has no split seed "
                           f"{', '.join(map(str, missing))}; {have}")
     return [draws[k] for k in split_seeds]
 
@@ -294,7 +294,7 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
     runs: list[PlannedRun] = []
     seen: set[str] = set()
     plan = [(protocol, drawn) for protocol in grid.protocols
-            for drawn in split_seed_protocols(protocol, grid.split_seeds)]
+            for drawn in split_seed_protocols(protocol, grid.split_seeds, grid.name or "")]
     for protocol, drawn in plan:
         for method in grid.methods:
             for v in variants:

@@ -175,7 +175,12 @@ def load_vit_weights(encoder, name: str, weights: str, path: Path | None = None)
         path, looked = find_weight_file(name, weights)
         if path is None:
             raise ConfigError(_missing_message(name, weights, looked, None))
-    state, fmt = to_timm(read_weight_file(path))
+    try:
+        state, fmt = to_timm(read_weight_file(path))
+    except ConfigError as exc:  # a conversion error names the layer, not the file: say which file it is
+        if str(path) in str(exc):
+            raise
+        raise ConfigError(f"encoder weights file {path} (for {name}): {exc}") from None
     if fmt is None:
         sample = ", ".join(sorted(state)[:4])
         raise ConfigError(f"encoder weights file {path} is in no known format (keys such as {sample}); expected "

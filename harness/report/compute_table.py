@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .results import canonical, protocol_overrides
+from .results import canonical, protocol_overrides, reference_hash
 from .tables import Cell, Column, Table
 
 SUPERVISED = "supervised"
@@ -68,8 +68,7 @@ def _supervised_of(row_overrides: dict, row_hash: str, col: str, stats, runs: pd
     sup = runs[(runs["method"] == SUPERVISED) & (runs["protocol"] == col) & (runs["protocol_overrides_key"] == pkey)]
     if sup.empty:
         return None
-    hashes = sorted(set(sup["settings_hash"]), key=lambda h: h != "default")
-    return stats.get((SUPERVISED, hashes[0], col))
+    return stats.get((SUPERVISED, reference_hash(set(sup["settings_hash"])), col))
 
 
 def add_compute(table: Table, runs: pd.DataFrame) -> None:

@@ -115,6 +115,12 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
+def reference_hash(hashes: Iterable[str]) -> str:
+    """Which of a protocol's supervised settings folders (with the same protocol-level settings) a row is compared
+    with, in the Δ and compute views alike: ``default`` if present, else the first in sorted order."""
+    return min(hashes, key=lambda h: (h != "default", h))
+
+
 def protocol_overrides(overrides: dict[str, Any], settings_hash: str = "") -> dict[str, Any]:
     """The protocol-level part of a run's overrides (what decides which supervised row it is compared with). A run
     in the ``default`` settings folder has none: its overrides only restate defaults (e.g. a run made while the

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import HarnessError
-from .results import ResultSet, aggregate, canonical, filter_runs, per_class, protocol_overrides
+from .results import ResultSet, aggregate, canonical, filter_runs, per_class, protocol_overrides, reference_hash
 
 REPORTED_COLUMNS = ["dataset", "family", "labeled", "method", "miou", "backbone", "crop", "os", "eval_mode",
                     "selection", "source_type", "source", "note"]
@@ -185,7 +185,8 @@ WEIGHTS_MARK = "‡"
 def runs_without_protocol_weights(runs: pd.DataFrame, protocols: dict[str, Any] | None = None
                                   ) -> dict[tuple[str, str], list[str]]:
     """(method, settings_hash) → protocols on which some of its runs started from random weights although the
-    protocol declares ImageNet weights (``model.pretrained``). Runs of unknown protocols are never counted."""
+    protocol declares pretrained weights (``model.pretrained``: ImageNet, DINOv2 or built-in ones, as
+    ``model.weights`` names). Runs of unknown protocols are never counted."""
     known = _builtin_protocols() if protocols is None else protocols
     if "pretrained_source" not in runs.columns:
         return {}
@@ -207,7 +208,7 @@ def _mark_rows_without_weights(rows: list[Row], runs: pd.DataFrame, notes: list[
         if prots:
             row.label += f" {WEIGHTS_MARK}"
             notes.append(f"{WEIGHTS_MARK} {row.label[:-2]}: runs on {', '.join(sorted(prots))} started from random "
-                         f"weights, not the protocol's ImageNet weights; not comparable with rows that "
+                         f"weights, not the protocol's pretrained weights; not comparable with rows that "
                          f"used them.")
 
 
@@ -590,12 +591,11 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
 
     # Δ vs the supervised row of the same protocol with the same protocol-level settings
     if delta:
-        sup = {}
+        candidates: dict[tuple[str, str], dict[str, Any]] = {}
         for a in agg.itertuples(index=False):
             if a.method == "supervised":
-                k = (a.protocol, a.protocol_overrides_key)
-                if k not in sup or a.settings_hash == "default":
-                    sup[k] = a
+                candidates.setdefault((a.protocol, a.protocol_overrides_key), {})[a.settings_hash] = a
+        sup = {k: by_hash[reference_hash(by_hash)] for k, by_hash in candidates.items()}
         no_base = []
         for row in rows:
             if row.method == "supervised":

@@ -206,7 +206,8 @@ def test_split_seeds_of_a_protocol_without_draws_is_a_clear_error(tmp_path):
 
     path = tmp_path / "g.yaml"
     path.write_text("methods: [supervised]\nprotocols: [synthetic-pt-100, voc-92]\nsplit_seeds: [1, 9]\n")
-    with pytest.raises(ConfigError, match="synthetic-pt-100 has no split seed 9; its split seeds are 1, 2, 3, 4, 5"):
+    with pytest.raises(ConfigError, match="grid g: key split_seeds: protocol synthetic-pt-100 has no split seed 9; its "
+                                          "split seeds are 1, 2, 3, 4, 5"):
         expand(load_grid(path), out=str(tmp_path))
     path.write_text("methods: [supervised]\nprotocols: [voc-92]\nsplit_seeds: [1]\n")
     with pytest.raises(ConfigError, match="voc-92 has no split seed 1; no protocol is a split-seed draw"):

@@ -221,6 +221,12 @@ def test_unknown_format_and_unreadable_files_are_refused(tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ConfigError, match=rf"{bad} could not be read"):
         load_vit_weights(_reference(), "vit_tiny", str(bad))
+    torn = huggingface_state(_reference())
+    del torn["encoder.layer.2.attention.attention.key.weight"]  # a conversion error names the file too
+    save_file(torn, tmp_path / "torn.safetensors")
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'torn.safetensors'} \(for vit_tiny\): layer 2: attention "
+                                          r"weight has only \['query', 'value'\]"):
+        load_vit_weights(_reference(), "vit_tiny", str(tmp_path / "torn.safetensors"))
 
 
 def test_missing_weights_are_refused_when_the_run_is_resolved(tmp_path, monkeypatch):

@@ -71,3 +71,16 @@ def test_bootstrap_miou_resamples_images_not_pixels():
     assert bootstrap_miou(many, resamples=300)["std"] < out["std"] / 2
     with pytest.raises(ValueError, match="at least two images"):
         bootstrap_miou(cms[:1])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "run", "--bootstrap", "1"], "--bootstrap: expected 0 (off) or a number of resamples >= 2, got '1'"),
+    (["eval", "run", "--bootstrap", "-5"], "--bootstrap: expected 0 (off) or a number of resamples >= 2, got '-5'"),
+    (["diagnose", "run", "--protocol", "p", "--tau", "1.5"], "--tau: expected a probability in [0, 1], got '1.5'"),
+])
+def test_noise_and_threshold_options_refuse_values_without_meaning(argv, message, capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
