@@ -25,8 +25,8 @@ import torch
 from harness.augment import box_masks, boxed_rows, paste_boxes, sample_unimatch_params, unimatch_cutmix_box_coords
 from harness.hookspecs import hookimpl
 from harness.method import MethodConfig, StepOutput
-from methods.components.losses import unimatch_unsup_loss
-from methods.unimatch import UniMatch, _max_argmax, _strong
+from methods.components.losses import max_argmax, unimatch_unsup_loss
+from methods.unimatch import UniMatch, _strong
 
 
 class FixMatchConfig(MethodConfig):
@@ -70,7 +70,7 @@ class FixMatch(UniMatch):
         z_l, z_w = logits[:B_l], logits[B_l:]
         z_s = self.model(x_s)
 
-        pseudo, conf = _max_argmax(z_w)
+        pseudo, conf = max_argmax(z_w)
         valid = unlabeled.valid.bool()
         p = torch.where(box, src_pseudo, pseudo)
         c = torch.where(box, src_conf, conf)

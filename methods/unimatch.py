@@ -52,7 +52,7 @@ from harness.augment import (apply_unimatch_params, box_masks, boxed_rows, paste
                              unimatch_cutmix_box_coords)
 from harness.hookspecs import hookimpl
 from harness.method import Batch, Method, MethodConfig, StepOutput
-from methods.components.losses import unimatch_unsup_loss
+from methods.components.losses import max_argmax, unimatch_unsup_loss
 
 __all__ = ["UniMatch", "UniMatchConfig", "UniMatchViews", "UniMatchState", "CutMixSource"]
 
@@ -131,12 +131,6 @@ def _strong(raw: torch.Tensor, params, images: list[int] | None = None) -> torch
     return apply_unimatch_params(raw, params, normalized=True, images=images)
 
 
-def _max_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ŷ = argmax, c = max softmax) of detached logits, float32."""
-    conf, pseudo = logits.detach().float().softmax(dim=1).max(dim=1)
-    return pseudo, conf
-
-
 class UniMatch(Method):
     """UniMatch (CVPR 2023), exact (s4mim spec §2): weak-to-strong consistency with two CutMix'd strong views and
     a feature-perturbation stream. ``L = (L_x + ¼L_s1 + ¼L_s2 + ½L_fp)/2``; see the module docstring."""
@@ -199,7 +193,7 @@ class UniMatch(Method):
             logits = self.model(source.image)
         finally:
             self.model.train(was_training)
-        return _max_argmax(logits)
+        return max_argmax(logits)
 
     def unimatch_step(self, labeled: Batch, unlabeled: Batch) -> UniMatchState:
         cfg = self.config
@@ -216,7 +210,7 @@ class UniMatch(Method):
         z_l, z_w = logits[:B_l], logits[B_l:]
         z_s1, z_s2 = self.model(torch.cat([views.x_s1, views.x_s2])).chunk(2)
 
-        pseudo, conf = _max_argmax(z_w)
+        pseudo, conf = max_argmax(z_w)
         valid = unlabeled.valid.bool()
         src_valid = views.source.valid
 

@@ -50,11 +50,10 @@ from harness.augment import normalize, unimatch_cutmix_boxes, unimatch_strong
 from harness.hookspecs import hookimpl
 from harness.method import Batch, Method, MethodConfig, StepOutput
 from methods.components.ema import EMATeacher, TeacherEvaluated, mean_teacher_decay
-from methods.components.losses import unimatch_unsup_loss
-from methods.unimatch import _max_argmax
+from methods.components.losses import max_argmax, unimatch_unsup_loss
 
-__all__ = ["UniMatchV2", "UniMatchV2Config", "UniMatchV2Views", "FixMatchV2", "FixMatchV2Config", "reversed_partner",
-           "combine_losses"]
+__all__ = ["EMATeacherPseudoLabels", "UniMatchV2", "UniMatchV2Config", "UniMatchV2Views", "FixMatchV2",
+           "FixMatchV2Config", "reversed_partner", "combine_losses"]
 
 
 class UniMatchV2Config(MethodConfig):
@@ -91,7 +90,30 @@ def combine_losses(loss_x: torch.Tensor, loss_s1: torch.Tensor, loss_s2: torch.T
     return (config.weight_x * loss_x + config.weight_u * (loss_s1 + loss_s2) / 2) / 2
 
 
-class UniMatchV2(TeacherEvaluated, Method):
+class EMATeacherPseudoLabels(TeacherEvaluated, Method):
+    """What UniMatch V2 and its repository's FixMatch share: an EMA teacher (evaluated in the student's place) whose
+    weak-view predictions are the pseudo-labels, and its EMA schedule. Config needs ``tau`` and ``ema_decay``."""
+
+    def __init__(self, model, config, context):
+        super().__init__(model, config, context)
+        self.teacher = EMATeacher(model)
+
+    def teacher_targets(self, unlabeled: Batch | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ŷ, c, valid, mask ratio) of the teacher on the weak view (step 1): the mask ratio is the share of valid
+        pixels with c ≥ τ."""
+        if unlabeled is None:
+            raise ValueError(f"{self.name} needs an unlabeled batch")
+        pseudo, conf = max_argmax(self.teacher(unlabeled.image))
+        valid = unlabeled.valid.bool()
+        mask_ratio = ((conf >= self.config.tau) & valid).sum() / valid.sum().clamp(min=1)
+        return pseudo, conf, valid, mask_ratio
+
+    def ema_alpha(self, step: int) -> float:
+        return mean_teacher_decay(step, self.config.ema_decay)
+
+
+class UniMatchV2(EMATeacherPseudoLabels):
     """UniMatch V2: EMA-teacher pseudo-labels on the weak view, two strong views with reversed-batch CutMix and
     complementary dropout, ``L = (L_x + (L_s1 + L_s2)/2)/2``; see the module docstring."""
 
@@ -101,10 +123,6 @@ class UniMatchV2(TeacherEvaluated, Method):
     description = ("UniMatch V2 (Yang et al., TPAMI 2025): EMA teacher, two CutMix'd strong views with complementary "
                    "dropout, L = (L_x + (L_s1 + L_s2)/2)/2")
     Config = UniMatchV2Config
-
-    def __init__(self, model, config, context):
-        super().__init__(model, config, context)
-        self.teacher = EMATeacher(model)
 
     def make_views(self, unlabeled: Batch) -> UniMatchV2Views:
         """Draw the two strong views and their boxes and paste the reversed batch into them (step 2)."""
@@ -124,8 +142,7 @@ class UniMatchV2(TeacherEvaluated, Method):
     def step_from_views(self, labeled: Batch, unlabeled: Batch, views: UniMatchV2Views) -> StepOutput:
         """Steps 1, 3 and 4 on given views (the conformance tests substitute the official strong views)."""
         cfg = self.config
-        pseudo, conf = _max_argmax(self.teacher(unlabeled.image))
-        valid = unlabeled.valid.bool()
+        pseudo, conf, valid, mask_ratio = self.teacher_targets(unlabeled)
 
         z_l = self.model(labeled.image)
         strong = torch.cat([views.x_s1, views.x_s2])
@@ -137,7 +154,6 @@ class UniMatchV2(TeacherEvaluated, Method):
             terms.append(unimatch_unsup_loss(z, reversed_partner(pseudo, box), reversed_partner(conf, box),
                                              reversed_partner(valid, box), cfg.tau))
         loss = combine_losses(loss_x, terms[0], terms[1], cfg)
-        mask_ratio = ((conf >= cfg.tau) & valid).sum() / valid.sum().clamp(min=1)
         return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_s": ((terms[0] + terms[1]) / 2).detach(),
                                  "loss_s1": terms[0].detach(), "loss_s2": terms[1].detach(),
                                  "mask_ratio": mask_ratio})
@@ -146,9 +162,6 @@ class UniMatchV2(TeacherEvaluated, Method):
         if unlabeled is None:
             raise ValueError(f"{self.name} needs an unlabeled batch")
         return self.step_from_views(labeled, unlabeled, self.make_views(unlabeled))
-
-    def ema_alpha(self, step: int) -> float:
-        return mean_teacher_decay(step, self.config.ema_decay)
 
 
 class FixMatchV2Config(MethodConfig):
@@ -159,7 +172,7 @@ class FixMatchV2Config(MethodConfig):
     weight_u: float = pydantic.Field(1.0, ge=0.0, description="weight of L_s inside (…)/2")
 
 
-class FixMatchV2(UniMatchV2):
+class FixMatchV2(EMATeacherPseudoLabels):
     """FixMatch as the UniMatch V2 repository runs it (``fixmatch.py``, its Table 5 baseline): UniMatch V2's EMA
     teacher, reversed-batch CutMix and EMA update, with one strong view, no complementary dropout, and one joint
     forward of ``concat(x_l, x_s)``; ``L = (w_x·L_x + w_u·L_s) / 2``. Random draws: the strong view, its box.
@@ -183,14 +196,12 @@ class FixMatchV2(UniMatchV2):
     def step_from_view(self, labeled: Batch, unlabeled: Batch, x_s: torch.Tensor, box: torch.Tensor) -> StepOutput:
         """The step on a given pasted strong view and its box (the conformance tests substitute the official ones)."""
         cfg = self.config
-        pseudo, conf = _max_argmax(self.teacher(unlabeled.image))
-        valid = unlabeled.valid.bool()
+        pseudo, conf, valid, mask_ratio = self.teacher_targets(unlabeled)
         z_l, z_s = self.model(torch.cat([labeled.image, x_s])).split([len(labeled), len(unlabeled)])
         loss_x = self.context.supervised_loss(z_l, labeled.label)
         loss_s = unimatch_unsup_loss(z_s, reversed_partner(pseudo, box), reversed_partner(conf, box),
                                      reversed_partner(valid, box), cfg.tau)
         loss = (cfg.weight_x * loss_x + cfg.weight_u * loss_s) / 2
-        mask_ratio = ((conf >= cfg.tau) & valid).sum() / valid.sum().clamp(min=1)
         return StepOutput(loss, {"loss_x": loss_x.detach(), "loss_s": loss_s.detach(), "mask_ratio": mask_ratio})
 
 

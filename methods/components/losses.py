@@ -35,6 +35,12 @@ __all__ = [
 NORMALIZATIONS = ("all_pixels", "valid_pixels", "confident_pixels")
 
 
+def max_argmax(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Pseudo-labels and their confidence from detached logits: (ŷ = argmax, c = max softmax), softmax in float32."""
+    conf, pseudo = logits.detach().float().softmax(dim=1).max(dim=1)
+    return pseudo, conf
+
+
 def pixel_ce(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
     """Per-pixel cross-entropy B×H×W (0 where target == ignore_index)."""
     return F.cross_entropy(logits, target.detach().long(), ignore_index=ignore_index, reduction="none")
