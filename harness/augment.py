@@ -20,13 +20,10 @@ differ from PIL, as the spec allows (measured by ``benchmarks/perf/pil_fidelity.
 
 - Gaussian blur samples the Gaussian density (σ = PIL "radius", truncated at ⌈3σ⌉, replicated borders);
   PIL approximates the blur with three box filters. Below σ ≈ 0.5 the sampled kernel is close to the
-  identity and blurs much less than PIL: on white noise at σ = 0.3 it keeps 96 % of the energy above half
-  the Nyquist frequency, PIL 65 % (a continuous Gaussian 50 %), and pixels differ by up to 35 levels (10 on
-  average). From σ = 0.5 on the two keep about the same energy and differ by 1 level or less on average.
+  identity and blurs much less than PIL; from there on the two blur about equally.
 - 8-bit HSV: ``rgb_to_hsv8`` computes PIL's ``convert("HSV")`` in exact integer arithmetic, while PIL rounds
-  in floating point: over all 2^24 colours S and V are equal and H is one step lower or higher on 0.28 % of
-  them. ``hsv8_to_rgb`` equals PIL's HSV→RGB on all 2^24 triples. The hue op as a whole (convert, shift,
-  convert back) differs from PIL's on about 0.26 % of colours, by up to 6 levels per channel.
+  in floating point, so H is one step off on a small share of colours (S and V never); ``hsv8_to_rgb`` equals
+  PIL's HSV→RGB on every triple.
 """
 
 from __future__ import annotations
@@ -384,7 +381,8 @@ def grayscale(x: Tensor, _=None) -> Tensor:
 
 def rgb_to_hsv8(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """PIL's 8-bit RGB→HSV (``convert("HSV")``) in exact integer arithmetic: (H, S, V) int64 B×H×W. PIL rounds
-    in floating point, so H differs from PIL's by one step on 0.28 % of the 2^24 colours (S and V never)."""
+    in floating point, so H differs from PIL's by one step on a few colours (S and V never; the share is in
+    ``benchmarks/perf/results/pil_fidelity_cpu.json``)."""
     xi = _f(x).to(torch.int64)
     r, g, b = xi.unbind(1)
     maxc = torch.maximum(r, torch.maximum(g, b))
