@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..errors import ConfigError
+from ..named_registry import NamedRegistry
 
 if TYPE_CHECKING:
     from .readers import DataLayout
@@ -96,52 +97,15 @@ class Dataset:
         return voc_palette(256)
 
 
-class DatasetRegistry:
-    """Passed to ``harness_register_datasets``; remembers which plugin registered each dataset."""
+class DatasetRegistry(NamedRegistry[Dataset]):
+    """Passed to ``harness_register_datasets``; remembers which plugin registered each dataset. Names in table
+    order (``Dataset.order``, then name)."""
 
-    def __init__(self) -> None:
-        self._datasets: dict[str, Dataset] = {}
-        self._owner: dict[str, str] = {}
-        self.current_plugin = "unknown"  # set by the plugin manager around each plugin's hook call
-        self.failures: list = []  # plugin failures (set by the plugin manager), named in "unknown dataset" errors
+    kind, entry_type, protocol_key = "dataset", Dataset, "dataset"
 
-    def add(self, dataset: Dataset) -> None:
-        if not isinstance(dataset, Dataset):
-            raise ConfigError(f"registry.add expects a harness.data.registry.Dataset, got {type(dataset).__name__}")
-        if dataset.name in self._datasets:
-            raise ConfigError(f"dataset '{dataset.name}' is registered twice: by {self._owner[dataset.name]} and by "
-                              f"{self.current_plugin}")
-        self._datasets[dataset.name] = dataset
-        self._owner[dataset.name] = self.current_plugin
-
-    def get(self, name: str, protocol=None) -> Dataset:
-        """The dataset; an unknown name is a ConfigError listing the registered ones (and naming the protocol)."""
-        try:
-            return self._datasets[name]
-        except KeyError:
-            pass
-        where = f" (protocol '{protocol.id}', file {protocol.source or '?'}, key 'dataset')" if protocol is not None else ""
-        msg = f"unknown dataset '{name}'{where}; registered datasets: {', '.join(self.names()) or '(none)'}"
-        if self.failures:
-            msg += (". Plugins that failed to load (one may provide it): "
-                    + "; ".join(f.describe() for f in self.failures))
-        raise ConfigError(msg)
-
-    def owner(self, name: str) -> str:
-        return self._owner.get(name, "")
-
-    def names(self) -> list[str]:
-        """Registered names in table order (``Dataset.order``, then name)."""
-        return sorted(self._datasets, key=lambda n: (self._datasets[n].order, n))
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._datasets
-
-    def __iter__(self):
-        return iter(self._datasets[n] for n in self.names())
-
-    def __len__(self) -> int:
-        return len(self._datasets)
+    @staticmethod
+    def sort_key(dataset: Dataset) -> int:
+        return dataset.order
 
 
 def registry() -> DatasetRegistry:

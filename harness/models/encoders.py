@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError
+from ..named_registry import NamedRegistry
 
 if TYPE_CHECKING:
     from ..protocols import ModelSpec
@@ -55,52 +56,14 @@ class Encoder:
         return self.label or self.name
 
 
-class EncoderRegistry:
+class EncoderRegistry(NamedRegistry[Encoder]):
     """Passed to ``harness_register_encoders``; remembers which plugin registered each encoder."""
 
-    def __init__(self) -> None:
-        self._encoders: dict[str, Encoder] = {}
-        self._owner: dict[str, str] = {}
-        self.current_plugin = "unknown"  # set by the plugin manager around each plugin's hook call
-        self.failures: list = []  # plugin failures (set by the plugin manager), named in "unknown encoder" errors
+    kind, entry_type, protocol_key = "encoder", Encoder, "model.backbone"
 
-    def add(self, encoder: Encoder) -> None:
-        if not isinstance(encoder, Encoder):
-            raise ConfigError(f"registry.add expects a harness.models.encoders.Encoder, got {type(encoder).__name__}")
-        if encoder.name in self._encoders:
-            raise ConfigError(f"encoder '{encoder.name}' is registered twice: by {self._owner[encoder.name]} and by "
-                              f"{self.current_plugin}")
-        self._encoders[encoder.name] = encoder
-        self._owner[encoder.name] = self.current_plugin
-
-    def get(self, name: str, protocol=None) -> Encoder:
-        """The encoder; an unknown name is a ConfigError listing the registered ones (and naming the protocol)."""
-        try:
-            return self._encoders[name]
-        except KeyError:
-            pass
-        where = (f" (protocol '{protocol.id}', file {protocol.source or '?'}, key 'model.backbone')"
-                 if protocol is not None else " (model.backbone)")
-        msg = f"unknown encoder '{name}'{where}; registered encoders: {', '.join(self.names()) or '(none)'}"
-        if self.failures:
-            msg += (". Plugins that failed to load (one may provide it): "
-                    + "; ".join(f.describe() for f in self.failures))
-        raise ConfigError(msg)
-
-    def owner(self, name: str) -> str:
-        return self._owner.get(name, "")
-
-    def names(self) -> list[str]:
-        return sorted(self._encoders)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._encoders
-
-    def __iter__(self):
-        return iter(self._encoders[n] for n in self.names())
-
-    def __len__(self) -> int:
-        return len(self._encoders)
+    @property
+    def unnamed_where(self) -> str:
+        return " (model.backbone)"
 
 
 def registry() -> EncoderRegistry:
