@@ -25,7 +25,8 @@ _STRICT = pydantic.ConfigDict(extra="forbid")
 class SplitFile(pydantic.BaseModel):
     """A split list, relative to the split root, pinned by the SHA-256 of its raw bytes or, for a file whose bytes
     were never available to the harness, by the git blob id its source repository gives it (the SHA-1 of
-    ``b"blob <size>\\0" + bytes``: as exact a pin, read from the repository's tree without the file)."""
+    ``b"blob <size>\\0" + bytes``, readable from the repository's tree without the file; it identifies the bytes
+    as a checksum does, with SHA-1's weaker resistance to deliberate collisions)."""
 
     model_config = _STRICT
     path: str
