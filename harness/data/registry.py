@@ -36,6 +36,18 @@ UNIMATCH_V2_SPLITS = ("LiheYoung/UniMatch-V2", "f6afb4dfca2d9dcbcee2307e97717954
 """Where the ADE20K and COCO split lists come from: UniMatch V2's ``splits/`` folder at this commit."""
 
 
+def splits_url(repo_commit: tuple[str, str]) -> str:
+    """Base URL of the ``splits/`` folder of (repository, commit)."""
+    repo, commit = repo_commit
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/splits/"
+
+
+def splits_origin(repo_commit: tuple[str, str]) -> str:
+    """How errors name the ``splits/`` folder of (repository, commit)."""
+    repo, commit = repo_commit
+    return f"github.com/{repo} at {commit[:12]}, folder splits/"
+
+
 @dataclass(frozen=True)
 class Dataset:
     """One dataset as the core sees it. Only ``name``, ``layout`` and ``class_names`` are required."""
@@ -81,13 +93,11 @@ class Dataset:
 
     @property
     def splits_url(self) -> str:
-        repo, commit = self.splits_repo
-        return f"https://raw.githubusercontent.com/{repo}/{commit}/splits/"
+        return splits_url(self.splits_repo)
 
     @property
     def splits_origin(self) -> str:
-        repo, commit = self.splits_repo
-        return f"github.com/{repo} at {commit[:12]}, folder splits/"
+        return splits_origin(self.splits_repo)
 
     def colours(self) -> np.ndarray:
         if self.palette is not None:

@@ -30,12 +30,12 @@ from typing import Iterable, Sequence
 from ..errors import DataError
 from ..records import atomic_write_bytes
 from ..protocols import Protocol, SplitFile
-from .registry import UNIMATCH_SPLITS, get_dataset
+from .registry import UNIMATCH_SPLITS, get_dataset, splits_origin, splits_url
 
 Entry = tuple[str, str]
 
-UNIMATCH_REPO, UNIMATCH_COMMIT = UNIMATCH_SPLITS
-DEFAULT_SPLITS_URL = f"https://raw.githubusercontent.com/{UNIMATCH_REPO}/{UNIMATCH_COMMIT}/splits/"
+UNIMATCH_COMMIT = UNIMATCH_SPLITS[1]
+DEFAULT_SPLITS_URL = splits_url(UNIMATCH_SPLITS)
 _FETCH_TIMEOUT_S = 60
 DRAWN_PREFIX = "drawn/"  # split lists drawn by `harness data draw-splits` (harness/data/draw_splits.py), never fetched
 
@@ -117,7 +117,7 @@ def verify_split(split_root: str | Path, split: SplitFile, origin: str = "") -> 
     """Read ``split_root/split.path``, check its SHA-256 and entry count against the protocol; return entries.
     ``origin`` names where the pinned copy comes from (default: UniMatch's ``splits/`` at the pinned commit)."""
     path = Path(split_root) / split.path
-    origin = origin or f"github.com/{UNIMATCH_REPO} at {UNIMATCH_COMMIT[:12]}, folder splits/"
+    origin = origin or splits_origin(UNIMATCH_SPLITS)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -299,7 +299,7 @@ def fetch_splits(dest: str | Path, files: Iterable[SplitFile], base_url: str | N
     """
     dest = Path(dest)
     base = _splits_base_url(base_url, default_url)
-    origin = origin or f"github.com/{UNIMATCH_REPO} at {UNIMATCH_COMMIT[:12]}, folder splits/"
+    origin = origin or splits_origin(UNIMATCH_SPLITS)
     fetched = []
     for f in files:
         target = dest / f.path
