@@ -88,6 +88,10 @@ class Method:
     display_name: ClassVar[str | None] = None
     table_order: ClassVar[int] = 1000
     table_note: ClassVar[str | None] = None
+    # Which network ``eval_model()`` returns with the default settings, "student" or "teacher" (an EMA copy): the
+    # tables' caption names the teacher-evaluated rows. Each run records the network it actually evaluated; this
+    # is read only for records made before that field existed.
+    evaluates: ClassVar[str] = "student"
 
     def __init__(self, model: nn.Module, config: MethodConfig, context: MethodContext):
         self.model = model

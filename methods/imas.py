@@ -109,6 +109,7 @@ class Imas(Method):
     name = "imas"
     display_name = "iMAS"
     table_order = 40
+    evaluates = "teacher"  # eval_network: student reports the student (recorded per run)
     description = "iMAS: easiness-weighted consistency, easiness-adaptive intensity blend and CutMix, EMA teacher"
 
     class Config(MethodConfig):

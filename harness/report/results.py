@@ -53,7 +53,7 @@ RUN_COLUMNS = ["protocol", "method", "settings_hash", "seed", "dataset", "family
                "backbone", "crop_size", "overrides", "overrides_key", "protocol_overrides_key", "final_miou",
                "final_step", "best_miou", "best_step", "selected_miou", "selected_step", "split_of", "split_seed",
                "total_steps", "wall_time_s", "finished_at", "iou",
-               "secondary", "pretrained_source", "regime", "run_dir", "record_path", *COMPUTE_COLUMNS]
+               "secondary", "pretrained_source", "regime", "evaluated", "run_dir", "record_path", *COMPUTE_COLUMNS]
 
 
 class ResultsWarning(UserWarning):
@@ -202,6 +202,7 @@ def parse_record(path: Path, doc: Any) -> dict[str, Any]:
         "secondary": {k: _num(v) for k, v in final.items() if k.endswith("_miou")},
         "pretrained_source": str(doc.get("pretrained_source") or ""),
         "regime": str(doc.get("regime") or regime_of(doc.get("pretrained_source"))),
+        "evaluated": str(doc.get("evaluated") or ""),  # "" in records made before it was recorded
         "run_dir": str(path.parent),
         "record_path": str(path),
         **_compute_fields(doc),

@@ -83,6 +83,38 @@ def _method_meta() -> dict[str, tuple[str, int, str | None]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _method_evaluates() -> dict[str, str]:
+    """name → the network the method evaluates by default (``Method.evaluates``, inherited values count), for records
+    made before runs recorded it."""
+    from ..plugins import get_plugin_manager
+
+    return {info.name: str(getattr(info.cls, "evaluates", "student")) for info in get_plugin_manager().methods}
+
+
+def teacher_evaluated(rows: list[Row], runs: pd.DataFrame) -> list[str]:
+    """Display names of the harness rows whose numbers are of an EMA teacher (each run's ``evaluated``, else the
+    method's default), in row order; "(some runs)" when a row mixes the two."""
+    default = _method_evaluates()
+    out: list[str] = []
+    for row in rows:
+        if row.kind != "harness":
+            continue
+        sub = runs[(runs["method"] == row.method) & (runs["settings_hash"] == row.settings_hash)]
+        nets = {e or default.get(row.method, "student") for e in sub.get("evaluated", pd.Series(dtype=str))}
+        name = method_label(row.method)
+        if nets == {"teacher"} and name not in out:
+            out.append(name)
+        elif "teacher" in nets and len(nets) > 1:
+            out.append(f"{name} (some runs)")
+    return out
+
+
+def _join(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def method_label(method: str) -> str:
     return _method_meta().get(method, (method, 0, None))[0]
 
@@ -689,7 +721,8 @@ def build_table(rs: ResultSet, metric: str = "final", delta: bool = False, repor
                            f"(--all-reported shows them).")
 
     all_rows = rows + ref_rows
-    caption, details = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval, mode_n)
+    caption, details = _caption(columns, rows, ref_rows, metric, delta, show_partial, interval, mode_n,
+                                teacher_evaluated(rows, runs))
     title = (("Δ mIoU vs supervised" if delta else "mIoU")
              + (f" — {metric_title(metric)}" if metric != "final" else ""))
     for c in columns:
@@ -767,7 +800,7 @@ def _reported_delta(ref_rows: list[Row], columns: list[Column], cells, reported:
 
 
 def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric: str, delta: bool,
-             show_partial: bool, interval: str, seeds: int) -> tuple[list[str], list[str]]:
+             show_partial: bool, interval: str, seeds: int, teachers: list[str]) -> tuple[list[str], list[str]]:
     """(short caption, details): the short one says what a cell is, over how many seeds and what bold means; the
     details, in plain words, say how it was computed and what the column groups hold."""
     spread = "95 % confidence half-width" if interval == "ci" else "std"
@@ -780,8 +813,8 @@ def _caption(columns: list[Column], rows: list[Row], ref_rows: list[Row], metric
         short = [f"{what}, mean ± {spread} {over}." if seeds > 1 else f"{what}, one run per cell."]
     short.append("Best harness value per column in bold" + (" (largest improvement)" if delta else "") + ".")
     details = []
-    details.append(("Final checkpoint: the last evaluation of each run (the EMA teacher for mean teacher, iMAS, "
-                    "combined, UniMatch V2 and FixMatch as UniMatch V2 runs it), on the validation set.")
+    of_teacher = f" (of the EMA teacher for {_join(teachers)})" if teachers else ""
+    details.append((f"Final checkpoint: the last evaluation of each run{of_teacher}, on the validation set.")
                    if metric == "final" else (
         "Best-on-val: the best of the periodic evaluations, chosen on the set it is reported on (optimistic; the "
         "harness headline is the final checkpoint).") if metric == "best" else (

@@ -469,7 +469,8 @@ def _train(spec: RunSpec, r: ResolvedRun, out_dir: Path, dist, device: torch.dev
             pm.emit("start", {"run_dir": str(out_dir), "method": spec.method, "protocol": spec.protocol,
                               "seed": spec.seed, "step": state.step, "loggers": list(spec.loggers), "config": doc})
         state = engine.fit(state)
-        record = build_record(r, state, out_dir, device, doc)
+        evaluated = "student" if engine.method.eval_model() is engine.method.model else "teacher"
+        record = build_record(r, state, out_dir, device, doc, evaluated)
         if dist.is_main:
             records.write_json(record_path, record)
             records.write_status(out_dir, "finished", step=r.total_steps, total_steps=r.total_steps,
@@ -549,7 +550,9 @@ def selected_checkpoint(history: list[dict[str, Any]]) -> dict[str, Any] | None:
             "note": SELECTED_NOTE}
 
 
-def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc: dict) -> dict[str, Any]:
+def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc: dict,
+                 evaluated: str = "student") -> dict[str, Any]:
+    """record.json of a finished run; ``evaluated``: the network its numbers are of ("student" or "teacher")."""
     final = state.history[-1]
     best = max(state.history, key=lambda e: e["miou"])
     secondary = {k: v for k, v in final.items() if k.endswith("_miou")}
@@ -577,6 +580,7 @@ def build_record(r: ResolvedRun, state, out_dir: Path, device: torch.device, doc
         "split_of": r.protocol.split_of,
         "split_seed": r.protocol.split_seed,
         "num_evals": len(state.history),
+        "evaluated": evaluated,
         "wall_time_s": state.elapsed,
         "world_size": doc["world_size"],
         "device": str(device),

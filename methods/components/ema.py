@@ -115,6 +115,8 @@ class TeacherEvaluated:
     after every step (α from the method's ``ema_alpha(step)``) and is the evaluated network; the student is logged
     as ``student``, and the teacher is saved with the method's checkpoint."""
 
+    evaluates = "teacher"
+
     def after_step(self, step: int) -> None:
         self.teacher.update(self.model, self.ema_alpha(step))
 

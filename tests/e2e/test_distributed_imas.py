@@ -37,5 +37,6 @@ def test_imas_family_trains_on_several_processes(tiny_benchmark, tmp_path, metho
     (run_dir,) = out.glob(f"tiny-8/{method}/*/seed0")
     rec = records.read_json(run_dir / "record.json")
     assert rec["status"] == "finished" and rec["world_size"] == world and rec["total_steps"] == 2
+    assert rec["evaluated"] == "teacher"  # iMAS reports its EMA teacher
     logs = records.read_metrics(run_dir / "metrics.jsonl")[-1]
     assert logs["train"]["cutmix_fired"] == 1.0

@@ -31,7 +31,7 @@ def test_cli_run_writes_a_complete_record_and_refuses_to_overwrite(tiny_benchmar
     rec = records.read_json(d / "record.json")
     assert rec["status"] == "finished" and rec["total_steps"] == 12 and rec["num_evals"] == 3
     assert 0 <= rec["final"]["miou"] <= 100 and len(rec["final"]["iou"]) == 8
-    assert rec["pretrained_source"].startswith("random")
+    assert rec["pretrained_source"].startswith("random") and rec["evaluated"] == "student"
     cfg = records.read_json(d / "config.json")
     assert cfg["versions"]["torch"] and cfg["git_revision"] and cfg["split_checksums"]
     assert cfg["method"]["distribution"] == "ssseg-harness"

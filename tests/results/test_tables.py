@@ -517,6 +517,20 @@ def test_a_default_folder_run_that_restates_a_default_is_compared_with_the_plain
     assert "Runs pinned to the protocol default budget.iterations=100" in md
 
 
+def test_the_caption_names_the_rows_evaluated_through_a_teacher_from_the_records(tmp_path):
+    """Each run records the network it evaluated; records made before that field take the method's default
+    (``Method.evaluates``): mean teacher's teacher, supervised's student."""
+    root = tmp_path / "runs"
+    write_run(root, "supervised", "voc-92", 0, 60.0)
+    write_run(root, "mean_teacher", "voc-92", 0, 61.0)  # no "evaluated": the plugin's default, the teacher
+    write_run(root, "imas", "voc-92", 0, 59.0, evaluated="student")  # eval_network: student
+    md = render(build_table(load_results([root], warn=False)), "markdown")
+    assert "the last evaluation of each run (of the EMA teacher for Mean Teacher), on the validation set" in md
+    write_run(root, "imas", "voc-92", 1, 59.5, evaluated="teacher")
+    md = render(build_table(load_results([root], warn=False), show_partial=True), "markdown")
+    assert "(of the EMA teacher for Mean Teacher and iMAS (some runs))" in md
+
+
 def test_row_labels_order_and_notes_come_from_the_method_plugins(monkeypatch):
     from harness.report import tables
     from harness.plugins import MethodInfo, get_plugin_manager
