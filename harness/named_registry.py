@@ -20,6 +20,7 @@ class NamedRegistry(Generic[T]):
     entry_type: type = object
     protocol_key: str = ""
     sort_key: Callable[[Any], Any] | None = None  # entry → sort key before the name (default: the name alone)
+    unnamed_where: str = ""  # what an error says of where the name came from when no protocol is given
 
     def __init__(self) -> None:
         self._entries: dict[str, T] = {}
@@ -51,11 +52,6 @@ class NamedRegistry(Generic[T]):
             msg += (". Plugins that failed to load (one may provide it): "
                     + "; ".join(f.describe() for f in self.failures))
         raise ConfigError(msg)
-
-    @property
-    def unnamed_where(self) -> str:
-        """What an error says of where the name came from when no protocol is given."""
-        return ""
 
     def owner(self, name: str) -> str:
         return self._owner.get(name, "")

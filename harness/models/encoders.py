@@ -60,10 +60,7 @@ class EncoderRegistry(NamedRegistry[Encoder]):
     """Passed to ``harness_register_encoders``; remembers which plugin registered each encoder."""
 
     kind, entry_type, protocol_key = "encoder", Encoder, "model.backbone"
-
-    @property
-    def unnamed_where(self) -> str:
-        return " (model.backbone)"
+    unnamed_where = " (model.backbone)"
 
 
 def registry() -> EncoderRegistry:

@@ -175,11 +175,10 @@ def load_vit_weights(encoder, name: str, weights: str, path: Path | None = None)
         path, looked = find_weight_file(name, weights)
         if path is None:
             raise ConfigError(_missing_message(name, weights, looked, None))
+    raw = read_weight_file(path)  # its errors name the file
     try:
-        state, fmt = to_timm(read_weight_file(path))
+        state, fmt = to_timm(raw)
     except ConfigError as exc:  # a conversion error names the layer, not the file: say which file it is
-        if str(path) in str(exc):
-            raise
         raise ConfigError(f"encoder weights file {path} (for {name}): {exc}") from None
     if fmt is None:
         sample = ", ".join(sorted(state)[:4])

@@ -101,7 +101,7 @@ def teacher_evaluated(rows: list[Row], runs: pd.DataFrame) -> list[str]:
         if row.kind != "harness":
             continue
         sub = runs[(runs["method"] == row.method) & (runs["settings_hash"] == row.settings_hash)]
-        nets = {e or default.get(row.method, "student") for e in sub.get("evaluated", pd.Series(dtype=str))}
+        nets = {e or default.get(row.method, "student") for e in sub["evaluated"]}
         name = method_label(row.method)
         if nets == {"teacher"} and name not in out:
             out.append(name)
