@@ -384,7 +384,7 @@ def cmd_grid(args) -> int:
     return launch(args.grid, executor=args.executor, out=args.out, set_items=args.set, data_root=args.data_root,
                   splits_dir=args.splits_dir, device=args.device, slurm_overrides=slurm, local_overrides=local,
                   retry_failed=args.retry_failed, dry_run=args.dry_run, skip_invalid=args.skip_invalid,
-                  command=shlex.join(["harness", *getattr(args, "argv", [])]))
+                  order=args.order, command=shlex.join(["harness", *getattr(args, "argv", [])]))
 
 
 def cmd_status(args) -> int:
@@ -566,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true",
                    help="submit the valid runs when some fail validation (they are recorded as failed)")
     p.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
+    p.add_argument("--order", choices=["protocol", "seed"],
+                   help="submission order: protocol -> method -> variant -> seed, or every run's first seed before "
+                        "any second one, for a grid run over several sittings (default: the grid file's, else "
+                        "protocol)")
     p.add_argument("--nproc", type=int,
                    help="processes per run (local: torchrun-style spawning; slurm: tasks per node; default 1, or "
                         "--gpus-per-task)")

@@ -5,7 +5,8 @@ the file) lists methods, protocols, seeds, common ``--set`` overrides, per-metho
 *variants* (each a dict of overrides, optionally restricted to some methods / protocols / seeds), plus
 default executor options (:class:`SlurmOptions`, :class:`LocalOptions`). :func:`expand` turns it into
 :class:`PlannedRun` objects, one :class:`harness.train.run.RunSpec` each, in the order protocol → method →
-variant → seed. Every run is identified by its run directory
+variant → seed, or seed first (``order: seed``: every run's seed 0 before any seed 1, so a grid run over several
+sittings has a complete one-seed table first). Every run is identified by its run directory
 (``<out>/<protocol>/<method>/<settings hash>/seed<k>``). :func:`validate_runs` resolves every run up front
 (:func:`harness.train.run.resolve`: unknown method/protocol/key, bad value) without training, and
 :func:`split_arrays` cuts the runs into job arrays that fit the cluster's ``MaxArraySize``.
@@ -112,6 +113,9 @@ class GridFile(_Strict):
     workers: int | None = pydantic.Field(None, ge=0)
     checkpoint_every: int | str | None = pydantic.Field(
         None, description="checkpoint cadence besides evaluations, e.g. 500, 30m, 500,30m or off (default 30m)")
+    order: Literal["protocol", "seed"] = pydantic.Field(
+        "protocol", description="submission order: protocol → method → variant → seed, or seed first (every "
+                                "run's first seed before any second one)")
     executor: Literal["slurm", "local", "debug"] = "slurm"
     slurm: SlurmOptions = pydantic.Field(default_factory=SlurmOptions)
     local: LocalOptions = pydantic.Field(default_factory=LocalOptions)
@@ -281,13 +285,17 @@ def split_seed_protocols(protocol: str, split_seeds: Sequence[int] | None, grid:
 
 def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] | None = None,
            data_root: str | None = None, splits_dir: str | None = None, device: str | None = None,
-           workers: int | None = None) -> list[PlannedRun]:
+           workers: int | None = None, order: str | None = None) -> list[PlannedRun]:
     """All runs of the grid: protocol → split seed (with ``split_seeds``, :func:`split_seed_protocols`) → method →
-    variant → seed; a variant's ``protocols`` name the grid's protocols. Overrides merge as
+    variant → seed; with ``order="seed"`` (default: the grid's ``order``) the same list stably sorted by seed, in
+    the grid's order of seeds. A variant's ``protocols`` name the grid's protocols. Overrides merge as
     grid ``set`` ← ``method_set[method]`` ← variant ``set`` ← ``extra_set`` (the command line).
     Runs that land in the same run directory (identical settings) are listed once."""
     from ..train.run import RunSpec, run_dir
 
+    order = order or grid.order
+    if order not in ("protocol", "seed"):
+        raise ConfigError(f"order must be 'protocol' or 'seed', got {order!r}")
     out_abs = os.path.abspath(os.path.expanduser(out or grid.out))
     every = None if grid.checkpoint_every is None else str(grid.checkpoint_every)
     variants = grid.variants or [Variant(name="default")]
@@ -319,6 +327,9 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
                         continue
                     seen.add(key)
                     runs.append(PlannedRun(spec, v.name))
+    if order == "seed":
+        rank = {seed: i for i, seed in enumerate(grid.seeds)}  # the file's order, not the values': [2, 0] stays
+        runs.sort(key=lambda r: rank[r.spec.seed])  # stable: protocol → method → variant within a seed
     return runs
 
 

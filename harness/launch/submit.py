@@ -97,7 +97,7 @@ def launch(path: str, *, executor: str | None = None, out: str | None = None, se
            data_root: str | None = None, splits_dir: str | None = None, device: str | None = None,
            slurm_overrides: dict[str, Any] | None = None, local_overrides: dict[str, Any] | None = None,
            retry_failed: bool = False, dry_run: bool = False, skip_invalid: bool = False,
-           command: str | None = None, echo: Callable[[str], None] = print,
+           order: str | None = None, command: str | None = None, echo: Callable[[str], None] = print,
            executor_factory: Callable[..., Any] | None = None) -> int:
     """``harness grid``: expand, skip, validate, submit, record. Returns the command's exit status."""
     from ..train.run import parse_set
@@ -138,7 +138,7 @@ def launch(path: str, *, executor: str | None = None, out: str | None = None, se
                     for s in current.values() if s.state in RETRY_STATES]
         else:
             planned = expand(target.grid, out=target.out, extra_set=extra_set, data_root=data_root,
-                             splits_dir=splits_dir, device=device)
+                             splits_dir=splits_dir, device=device, order=order)
             todo = []
             for run in planned:
                 if (Path(run.run_dir) / RECORD).exists():

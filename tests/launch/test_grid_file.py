@@ -93,6 +93,36 @@ def test_expansion_order_overrides_and_variant_restrictions(tmp_path):
     assert len({r.run_dir for r in runs}) == len(runs)
 
 
+def test_seed_order_puts_every_runs_first_seed_first(tmp_path, capsys):
+    doc = {"methods": ["supervised", "mean_teacher"], "protocols": ["synthetic-pt-100", "synthetic-pt-200"],
+           "seeds": [2, 0],
+           "variants": [{"name": "base"}, {"name": "extra", "set": {"budget.iterations": 16}, "seeds": [0],
+                                           "methods": ["supervised"], "protocols": ["synthetic-pt-100"]}]}
+    by_protocol = expand(GridFile.model_validate(doc), out=str(tmp_path))
+    by_seed = expand(GridFile.model_validate({**doc, "order": "seed"}), out=str(tmp_path))
+    # the same runs; seeds in the file's order (2 before 0), the protocol order within a seed
+    assert sorted(r.label for r in by_seed) == sorted(r.label for r in by_protocol)
+    assert [r.label for r in by_seed] == [
+        "synthetic-pt-100/supervised/base/seed2", "synthetic-pt-100/mean_teacher/base/seed2",
+        "synthetic-pt-200/supervised/base/seed2", "synthetic-pt-200/mean_teacher/base/seed2",
+        "synthetic-pt-100/supervised/base/seed0", "synthetic-pt-100/supervised/extra/seed0",
+        "synthetic-pt-100/mean_teacher/base/seed0",
+        "synthetic-pt-200/supervised/base/seed0", "synthetic-pt-200/mean_teacher/base/seed0"]
+    # the command line's --order overrides the file's
+    assert [r.label for r in expand(GridFile.model_validate({**doc, "order": "seed"}), out=str(tmp_path),
+                                    order="protocol")] == [r.label for r in by_protocol]
+    # and through the command line, what a dry run lists
+    from harness.cli import main
+    path = write_grid(tmp_path / "g.yaml", **doc)
+    assert main(["grid", str(path), "--executor", "local", "--order", "seed", "--dry-run", "--out", str(tmp_path)]) == 0
+    listed = [line.split()[2] for line in capsys.readouterr().out.splitlines() if "would run:" in line]
+    assert listed == [r.label for r in by_seed]
+    with pytest.raises(ConfigError, match="order must be 'protocol' or 'seed', got 'method'"):
+        expand(GridFile.model_validate(doc), out=str(tmp_path), order="method")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*key 'order'"):
+        load_grid(write_grid(tmp_path / "bad.yaml", **{**doc, "order": "seeds"}))
+
+
 def test_variants_with_identical_settings_are_one_run(tmp_path):
     grid = GridFile.model_validate({"methods": ["supervised"], "protocols": ["tiny-8"],
                                     "variants": [{"name": "a", "set": {"budget.lr": 0.1}},
