@@ -8,8 +8,9 @@ manifest (:func:`_target`).
 1. validates every run up front (:func:`harness.launch.grid_file.validate_runs`); invalid runs abort the submission
    (nothing is submitted) unless ``--skip-invalid``, which records them in the manifest as failed and
    submits the others;
-2. skips runs whose ``record.json`` exists (finished) and runs that an earlier submission of the same
-   grid still has queued or running (no two jobs ever train into one run directory);
+2. skips runs whose ``record.json`` exists (finished), runs that an earlier submission of the same
+   grid still has queued or running, and runs that a live process trains elsewhere (its ``run.lock`` is held:
+   another grid, or ``harness run``), so no two jobs ever train into one run directory;
 3. submits the rest with the chosen executor: ``slurm``, ``local`` or ``debug``;
 4. appends a submission entry to the manifest ``<out>/grids/<grid>/manifest.json``.
 
@@ -42,6 +43,7 @@ from typing import Any, Callable, Sequence
 import pydantic
 
 from ..errors import ConfigError, HarnessError
+from ..train.runlock import owner_alive
 from .executors import _run_entry, cluster_facts, run_debug, run_local, slurm_parameters, submit_slurm
 from .status import RETRY_STATES, _proc_start_ticks, collect_status, format_status
 from .grid_file import (GridFile, LocalOptions, PlannedRun, SlurmOptions, _format_errors, expand, grid_path, load_grid,
@@ -146,6 +148,10 @@ def launch(path: str, *, executor: str | None = None, out: str | None = None, se
                 elif run.run_dir in current and current[run.run_dir].state in ("pending", "running"):
                     skipped.append(_run_entry(run, reason=f"already {current[run.run_dir].state}",
                                               job_id=current[run.run_dir].job_id))
+                elif owner_alive(run.run_dir):
+                    # a sub-grid or a `harness run` of the same settings trains there now: submitting it would only
+                    # fail on the lock; the next `harness grid` finds it finished (or resumes it)
+                    skipped.append(_run_entry(run, reason="running elsewhere"))
                 else:
                     todo.append(run)
         nproc = {"slurm": slurm_opts.nproc or max(1, slurm_opts.gpus_per_task), "local": local_opts.nproc}

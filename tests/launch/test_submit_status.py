@@ -125,6 +125,30 @@ def test_dry_run_submits_nothing(tiny_benchmark, tmp_path, fake_slurm):
     assert sum("would run" in line for line in out) == 6 and "1 array(s)" in out[-1]
 
 
+def test_a_run_trained_elsewhere_is_skipped_not_submitted(tiny_benchmark, tmp_path, fake_slurm):
+    """A live run.lock (another grid's local run, or `harness run`) keeps the run out of the submission; once the
+    lock is released the run is submitted again (it would resume)."""
+    from harness.train.runlock import RunLock
+
+    g = _grid(tmp_path, tiny_benchmark)
+    busy = expand(load_grid(g))[1].run_dir
+    Path(busy).mkdir(parents=True)
+    lock = RunLock(busy)
+    lock.acquire()
+    try:
+        out = []
+        assert _launch(g, echo=out.append) == 0
+        assert "6 runs, 1 skipped (running elsewhere), 5 to run" in out[0]
+        last = load_manifest(tmp_path / "out" / "grids" / "g" / "manifest.json")["submissions"][-1]
+        assert [e["run_dir"] for e in last["skipped"]] == [busy]
+        assert len(last["runs"]) == 5 and busy not in {e["run_dir"] for e in last["runs"]}
+    finally:
+        lock.release()
+    assert _launch(g) == 0
+    last = load_manifest(tmp_path / "out" / "grids" / "g" / "manifest.json")["submissions"][-1]
+    assert busy in {e["run_dir"] for e in last["runs"]}
+
+
 def test_manifest_path_without_retry_is_refused(tiny_benchmark, tmp_path, fake_slurm):
     _launch(_grid(tmp_path, tiny_benchmark))
     from harness.errors import ConfigError
