@@ -566,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true",
                    help="submit the valid runs when some fail validation (they are recorded as failed)")
     p.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
-    p.add_argument("--order", choices=["protocol", "seed"],
+    p.add_argument("--order", choices=("protocol", "seed"),  # grid_file.ORDERS; the parser stays pydantic-free
                    help="submission order: protocol -> method -> variant -> seed, or every run's first seed before "
                         "any second one, for a grid run over several sittings (default: the grid file's, else "
                         "protocol)")

@@ -24,7 +24,7 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence, get_args
 
 import pydantic
 import yaml
@@ -43,6 +43,8 @@ class _Strict(pydantic.BaseModel):
 
 
 _SCALAR = str | int | float | bool
+Order = Literal["protocol", "seed"]
+ORDERS: tuple[str, ...] = get_args(Order)  # the submission orders of expand(), also `harness grid --order`
 
 
 class SlurmOptions(_Strict):
@@ -113,7 +115,7 @@ class GridFile(_Strict):
     workers: int | None = pydantic.Field(None, ge=0)
     checkpoint_every: int | str | None = pydantic.Field(
         None, description="checkpoint cadence besides evaluations, e.g. 500, 30m, 500,30m or off (default 30m)")
-    order: Literal["protocol", "seed"] = pydantic.Field(
+    order: Order = pydantic.Field(
         "protocol", description="submission order: protocol → method → variant → seed, or seed first (every "
                                 "run's first seed before any second one)")
     executor: Literal["slurm", "local", "debug"] = "slurm"
@@ -294,8 +296,8 @@ def expand(grid: GridFile, *, out: str | None = None, extra_set: dict[str, Any] 
     from ..train.run import RunSpec, run_dir
 
     order = order or grid.order
-    if order not in ("protocol", "seed"):
-        raise ConfigError(f"order must be 'protocol' or 'seed', got {order!r}")
+    if order not in ORDERS:
+        raise ConfigError(f"order must be {' or '.join(map(repr, ORDERS))}, got {order!r}")
     out_abs = os.path.abspath(os.path.expanduser(out or grid.out))
     every = None if grid.checkpoint_every is None else str(grid.checkpoint_every)
     variants = grid.variants or [Variant(name="default")]
