@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from harness.records import git_revision
+
 
 def tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
     """Every tensor in a nested checkpoint, keyed by its path."""
@@ -30,11 +32,6 @@ def tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
     for k, v in items:
         out.update(tensors(v, f"{prefix}/{k}"))
     return out
-
-
-def revision(checkout: Path) -> str:
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True)
-    return rev.stdout.strip()
 
 
 def train(checkout: Path, method: str, args, out: Path) -> Path:
@@ -63,7 +60,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     a, b = args.checkout_a.resolve(), args.checkout_b.resolve()
-    doc = {"revisions": [revision(a), revision(b)], "protocol": args.protocol, "seed": args.seed,
+    doc = {"revisions": [git_revision(a), git_revision(b)],  # "+dirty" marks uncommitted changes
+           "protocol": args.protocol, "seed": args.seed,
            "steps": args.steps, "torch": torch.__version__, "methods": {}}
     same = True
     for method in args.methods:
