@@ -11,7 +11,11 @@ e_ij ~ (0, σ²_seed), with k splits, n_i runs on split i and N = Σ n_i:
   (n0 = n when every split has n runs), truncated at 0 (a negative estimate means no split variance is detectable);
 - F = MS_between / MS_within with (k − 1, N − k) degrees of freedom tests σ²_split = 0.
 
-``harness table ... --variance`` shows one row per method and label count (:func:`build_variance_table`). Nothing
+``harness table ... --variance`` shows one row per method and label count (:func:`build_variance_table`), and for
+every method other than supervised its Δ against supervised **over splits**: the mean of the per-split differences
+of the two rows' split means, with its t interval and the paired t-test over the common split seeds (k − 1
+degrees of freedom; :func:`harness.report.stats.compare` with split seeds as the pairing key). That treats the
+split as the unit of replication, which the Δ view (paired over training seeds within one list) cannot. Nothing
 here imports torch.
 """
 
@@ -28,7 +32,10 @@ import pandas as pd
 from scipy import stats as _st
 
 from ..errors import HarnessError
-from .results import METRIC_COLUMNS, ResultSet, filter_runs
+from .results import METRIC_COLUMNS, ResultSet, filter_runs, reference_hash
+from .stats import Comparison, compare
+
+SUPERVISED = "supervised"
 
 __all__ = ["VarianceComponents", "variance_components", "build_variance_table", "render_variance"]
 
@@ -83,7 +90,7 @@ def variance_components(groups: Mapping[object, Sequence[float]]) -> VarianceCom
 # --------------------------------------------------------------------------- table
 
 HEADERS = ["labeled", "split seeds", "runs", "seeds per split", "mean", "SD between splits", "SD between seeds",
-           "split share", "F", "p"]
+           "split share", "F", "p", "Δ vs supervised over splits"]
 
 
 @dataclass
@@ -95,6 +102,7 @@ class VarianceRow:
     seeds_per_split: str
     components: VarianceComponents
     label: str = ""     # the method and its settings, as the main table names the row
+    vs_supervised: Comparison | None = None  # Δ over the split seeds both rows ran (None: supervised, or no reference)
 
 
 @dataclass
@@ -131,6 +139,8 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
         notes.append(f"{len(standard)} run(s) on the standard lists ({', '.join(sorted(set(standard['protocol'])))}) "
                      f"are not one of the split seeds and are left out.")
     rows = []
+    split_means: dict[tuple[str, str, str], dict[int, float]] = {}
+    protocol_key: dict[tuple[str, str, str], str] = {}
     for (method, settings, base), sub in drawn.groupby(["method", "settings_hash", "split_of"], sort=False):
         groups: dict[int, list[float]] = defaultdict(list)
         for seed, value in zip(sub["split_seed"], sub[col]):
@@ -140,6 +150,25 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
         per = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
         rows.append(VarianceRow(method, settings, str(base), int(sub["labeled"].iloc[0]), per, comp,
                                 labels[(method, settings)]))
+        split_means[(method, settings, str(base))] = {s: sum(v) / len(v) for s, v in groups.items()}
+        protocol_key[(method, settings, str(base))] = str(sub["protocol_overrides_key"].iloc[0])
+    # Δ over splits against the supervised row with the same protocol-level settings (the Δ view's rule)
+    for r in rows:
+        if r.method == SUPERVISED:
+            continue
+        key = protocol_key[(r.method, r.settings_hash, r.protocol)]
+        refs = [h for (m, h, b), k in protocol_key.items() if m == SUPERVISED and b == r.protocol and k == key]
+        if not refs:
+            notes.append(f"{r.label} on {r.protocol}: no supervised runs on its split seeds with the same "
+                         f"protocol-level settings; no Δ over splits.")
+            continue
+        ref = split_means[(SUPERVISED, reference_hash(refs), r.protocol)]
+        own = split_means[(r.method, r.settings_hash, r.protocol)]
+        common = sorted(set(ref) & set(own))
+        if not common:
+            notes.append(f"{r.label} on {r.protocol}: no split seed in common with supervised; no Δ over splits.")
+            continue
+        r.vs_supervised = compare({s: ref[s] for s in common}, {s: own[s] for s in common})
         if comp.splits < 2 or comp.df_within == 0:
             notes.append(f"{method_label(method)} on {base}: {comp.splits} split seed(s), {comp.runs} run(s); the two "
                          f"components need at least two split seeds and two training seeds on one of them.")
@@ -149,7 +178,10 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
                f"two-level nested ANOVA (training seeds within splits). SD between splits = √σ²_split "
                f"(truncated at 0), SD between seeds = √MS_within, split share = σ²_split / "
                f"(σ²_split + σ²_seed); F and p test "
-               f"σ²_split = 0 with (splits − 1, runs − splits) degrees of freedom.")
+               f"σ²_split = 0 with (splits − 1, runs − splits) degrees of freedom. Δ vs supervised over splits: the mean "
+               f"over the split seeds both rows ran of (method's split mean − supervised's split mean), ± the "
+               f"half-width of its 95 % t interval, and the two-sided p-value of the paired t-test over those "
+               f"splits; n.s. = not significant at 0.05; a count in parentheses when fewer splits are common.")
     return VarianceTable(rows, metric, caption, notes)
 
 
@@ -158,11 +190,15 @@ def _f(x: float, digits: int = 2) -> str:
 
 
 def _cells(r: VarianceRow) -> list[str]:
+    from .tables import fmt_delta
+
     c = r.components
     p = "—" if not math.isfinite(c.p_value) else ("< 0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
+    delta = "" if r.method == SUPERVISED else ("—" if r.vs_supervised is None
+                                                else fmt_delta(r.vs_supervised, usual_n=c.splits))
     return [str(r.labeled), str(c.splits), str(c.runs), r.seeds_per_split, _f(c.mean), _f(math.sqrt(c.split_var))
             if math.isfinite(c.split_var) else "—", _f(math.sqrt(c.seed_var)) if math.isfinite(c.seed_var) else "—",
-            _f(100 * c.split_share, 0) + " %" if math.isfinite(c.split_share) else "—", _f(c.f), p]
+            _f(100 * c.split_share, 0) + " %" if math.isfinite(c.split_share) else "—", _f(c.f), p, delta]
 
 
 def _label(r: VarianceRow) -> str:
@@ -193,12 +229,15 @@ def render_variance(t: VarianceTable, fmt: str = "markdown") -> str:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["method", "settings_hash", "split_of", "labeled", "metric", "splits", "runs", "mean",
                     "ms_between", "ms_within", "df_between", "df_within", "n0", "var_split", "var_seed",
-                    "split_share", "f", "p_value"])
+                    "split_share", "f", "p_value", "delta_over_splits", "delta_halfwidth", "delta_p_value",
+                    "delta_splits"])
         for r in t.rows:
             c = r.components
+            d = r.vs_supervised
             w.writerow([r.method, r.settings_hash, r.protocol, r.labeled, t.metric, c.splits, c.runs] +
                        [_num(x) for x in (c.mean, c.ms_between, c.ms_within)] + [c.df_between, c.df_within] +
-                       [_num(x) for x in (c.n0, c.split_var, c.seed_var, c.split_share, c.f, c.p_value)])
+                       [_num(x) for x in (c.n0, c.split_var, c.seed_var, c.split_share, c.f, c.p_value)] +
+                       ([_num(d.delta), _num(d.halfwidth), _num(d.p_value), d.n] if d else ["", "", "", ""]))
         return buf.getvalue()
     raise HarnessError(f"unknown table format '{fmt}'; expected markdown, latex or csv")
 
@@ -212,5 +251,8 @@ def frame(t: VarianceTable) -> pd.DataFrame:
     return pd.DataFrame([{"method": r.method, "settings_hash": r.settings_hash, "split_of": r.protocol,
                           "labeled": r.labeled, **{k: getattr(r.components, k) for k in
                                                    ("splits", "runs", "mean", "split_var", "seed_var", "f",
-                                                    "p_value")}, "split_share": r.components.split_share}
+                                                    "p_value")}, "split_share": r.components.split_share,
+                          **({"delta_over_splits": r.vs_supervised.delta, "delta_halfwidth": r.vs_supervised.halfwidth,
+                              "delta_p_value": r.vs_supervised.p_value, "delta_splits": r.vs_supervised.n}
+                             if r.vs_supervised else {})}
                          for r in t.rows])

@@ -82,3 +82,31 @@ def test_cli_variance_and_a_clear_error_without_split_seeds(split_root, tmp_path
     write_run(other, "supervised", "synthetic-100", 0, 44.0)
     assert main(["table", str(other), "--variance"]) == 2
     assert "no finished run on a split-seed protocol" in capsys.readouterr().err
+
+
+def test_delta_over_splits_is_a_paired_t_test_over_split_means(tmp_path):
+    # per-split means: supervised 40, 50, 45; the method 41, 52, 48 → per-split Δ 1, 2, 3 (mean 2, SD 1, n 3):
+    # t = 2 / (1 / √3) = 2√3 with 2 df; for 2 df the two-sided tail has the closed form
+    # P(|T| > t) = 1 − t / √(2 + t²); half-width = t(0.975, 2) · 1 / √3 = 4.302653 / √3
+    root = tmp_path / "runs"
+    for k, (sup, own) in {1: (40.0, 41.0), 2: (50.0, 52.0), 3: (45.0, 48.0)}.items():
+        for seed, jitter in enumerate((-0.5, 0.5)):  # seeds move both rows; only split means enter the Δ
+            write_run(root, "supervised", f"synthetic-100-split{k}", seed, sup + jitter, split_of="synthetic-100",
+                      split_seed=k)
+            write_run(root, "unimatch", f"synthetic-100-split{k}", seed, own - jitter, split_of="synthetic-100",
+                      split_seed=k)
+    write_run(root, "mean_teacher", "synthetic-200-split1", 0, 60.0, split_of="synthetic-200", split_seed=1)
+    t = build_variance_table(load_results([root]))
+    df = frame(t).set_index("method")
+    t_stat = 2 * math.sqrt(3)
+    assert df.loc["unimatch", "delta_over_splits"] == pytest.approx(2.0)
+    assert df.loc["unimatch", "delta_p_value"] == pytest.approx(1 - t_stat / math.sqrt(2 + t_stat ** 2))
+    assert df.loc["unimatch", "delta_halfwidth"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert df.loc["unimatch", "delta_splits"] == 3 and math.isnan(df.loc["supervised", "delta_over_splits"])
+    text = render_variance(t, "markdown")
+    assert "+2.00 ± 2.48, p = 0.074 n.s." in text
+    # a label count on whose split seeds supervised never ran gives no Δ, and the notes say why
+    assert math.isnan(df.loc["mean_teacher", "delta_over_splits"])
+    assert "Mean Teacher on synthetic-200: no supervised runs on its split seeds" in text
+    csv = render_variance(t, "csv").splitlines()
+    assert csv[0].endswith("delta_over_splits,delta_halfwidth,delta_p_value,delta_splits")
