@@ -152,6 +152,9 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
                                 labels[(method, settings)]))
         split_means[(method, settings, str(base))] = {s: sum(v) / len(v) for s, v in groups.items()}
         protocol_key[(method, settings, str(base))] = str(sub["protocol_overrides_key"].iloc[0])
+        if comp.splits < 2 or comp.df_within == 0:
+            notes.append(f"{method_label(method)} on {base}: {comp.splits} split seed(s), {comp.runs} run(s); the two "
+                         f"components need at least two split seeds and two training seeds on one of them.")
     # Δ over splits against the supervised row with the same protocol-level settings (the Δ view's rule)
     for r in rows:
         if r.method == SUPERVISED:
@@ -169,9 +172,6 @@ def build_variance_table(rs: ResultSet, metric: str = "final", methods: list[str
             notes.append(f"{r.label} on {r.protocol}: no split seed in common with supervised; no Δ over splits.")
             continue
         r.vs_supervised = compare({s: ref[s] for s in common}, {s: own[s] for s in common})
-        if comp.splits < 2 or comp.df_within == 0:
-            notes.append(f"{method_label(method)} on {base}: {comp.splits} split seed(s), {comp.runs} run(s); the two "
-                         f"components need at least two split seeds and two training seeds on one of them.")
     rows.sort(key=lambda r: (r.protocol, r.labeled, method_order(r.method), r.settings_hash))
     caption = (f"Split variance against seed variance of mIoU (%), {metric_title(metric)}: for each method and "
                f"label count, runs on independently drawn labeled lists of that size (split seeds) × training seeds; "

@@ -96,8 +96,11 @@ def test_delta_over_splits_is_a_paired_t_test_over_split_means(tmp_path):
             write_run(root, "unimatch", f"synthetic-100-split{k}", seed, own - jitter, split_of="synthetic-100",
                       split_seed=k)
     write_run(root, "mean_teacher", "synthetic-200-split1", 0, 60.0, split_of="synthetic-200", split_seed=1)
+    write_run(root, "supervised", "synthetic-200-split1", 0, 58.5, split_of="synthetic-200", split_seed=1)
+    write_run(root, "unimatch", "synthetic-200-split2", 0, 61.0, split_of="synthetic-200", split_seed=2)
     t = build_variance_table(load_results([root]))
-    df = frame(t).set_index("method")
+    frames = frame(t).set_index(["split_of", "method"])
+    df, df200 = frames.loc["synthetic-100"], frames.loc["synthetic-200"]
     t_stat = 2 * math.sqrt(3)
     assert df.loc["unimatch", "delta_over_splits"] == pytest.approx(2.0)
     assert df.loc["unimatch", "delta_p_value"] == pytest.approx(1 - t_stat / math.sqrt(2 + t_stat ** 2))
@@ -105,8 +108,14 @@ def test_delta_over_splits_is_a_paired_t_test_over_split_means(tmp_path):
     assert df.loc["unimatch", "delta_splits"] == 3 and math.isnan(df.loc["supervised", "delta_over_splits"])
     text = render_variance(t, "markdown")
     assert "+2.00 ± 2.48, p = 0.074 n.s." in text
-    # a label count on whose split seeds supervised never ran gives no Δ, and the notes say why
-    assert math.isnan(df.loc["mean_teacher", "delta_over_splits"])
-    assert "Mean Teacher on synthetic-200: no supervised runs on its split seeds" in text
+    # one common split: a Δ without interval or test; no common split: no Δ, and the notes say why; every row with
+    # too few runs for the two components is named once
+    assert df200.loc["mean_teacher", "delta_over_splits"] == pytest.approx(1.5)
+    assert math.isnan(df200.loc["mean_teacher", "delta_p_value"]) and df200.loc["mean_teacher", "delta_splits"] == 1
+    assert math.isnan(df200.loc["unimatch", "delta_over_splits"])
+    assert "UniMatch on synthetic-200: no split seed in common with supervised" in text
+    for who in ("Supervised", "Mean Teacher", "UniMatch"):
+        assert text.count(f"{who} on synthetic-200: 1 split seed(s), 1 run(s)") == 1, who
+    assert "on synthetic-100: 3 split seed(s)" not in text
     csv = render_variance(t, "csv").splitlines()
     assert csv[0].endswith("delta_over_splits,delta_halfwidth,delta_p_value,delta_splits")
