@@ -32,10 +32,9 @@ import pandas as pd
 from scipy import stats as _st
 
 from ..errors import HarnessError
+from .compute_table import SUPERVISED
 from .results import METRIC_COLUMNS, ResultSet, filter_runs, reference_hash
 from .stats import Comparison, compare
-
-SUPERVISED = "supervised"
 
 __all__ = ["VarianceComponents", "variance_components", "build_variance_table", "render_variance"]
 
